@@ -1,0 +1,5 @@
+"""Allow ``python -m ionqbo``."""
+
+from ionqbo.cli import main
+
+main()
