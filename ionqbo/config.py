@@ -332,3 +332,17 @@ def _number(
         problems.append(f"{key}={raw!r} is out of range")
         return kind(SPEC_BY_NAME[key].default or "0")
     return number
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every setting with its meaning (a test keeps the file in step)."""
+    lines = [
+        "# ionqbo settings. Copy to .env and fill in; real environment variables win over this file.",
+        "# `ionqbo sandbox --print-env` prints a complete set that points at the built-in sandbox.",
+        "",
+    ]
+    for spec in SPECS:
+        lines.append(f"# {spec.doc}")
+        lines.append(f"{spec.name}={spec.default or ''}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Sample data for the sandbox and the demo: a small machine shop's ION purchasing and its QBO books.
+
+It shows the whole mission: several suppliers, parts with revisions, ordered POs with item lines,
+category lines, classes and fees, a ship-to address, a foreign-currency PO, and one PO whose expense
+code does not exist in QBO, so the error path is visible.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# ---- QBO: the sample company's chart of accounts and lists ---------------------------------------
+
+AP_ACCOUNT_ID = "33"
+INVENTORY_ASSET_ACCOUNT_ID = "81"
+INCOME_ACCOUNT_ID = "79"
+COGS_ACCOUNT_ID = "80"
+FEE_ACCOUNT_ID = "92"
+
+
+def _account(acct_id: str, name: str, acct_type: str, subtype: str, classification: str,
+             number: str | None = None) -> dict[str, Any]:
+    account: dict[str, Any] = {"Id": acct_id, "Name": name, "AccountType": acct_type, "AccountSubType": subtype,
+                               "Classification": classification, "Active": True}
+    if number:
+        account["AcctNum"] = number
+    return account
+
+
+QBO_ACCOUNTS = [
+    _account(AP_ACCOUNT_ID, "Accounts Payable (A/P)", "Accounts Payable", "AccountsPayable", "Liability", "2000"),
+    _account(INVENTORY_ASSET_ACCOUNT_ID, "Inventory Asset", "Other Current Asset", "Inventory", "Asset", "1300"),
+    _account(INCOME_ACCOUNT_ID, "Sales of Product Income", "Income", "SalesOfProductIncome", "Revenue", "4000"),
+    _account(COGS_ACCOUNT_ID, "Cost of Goods Sold", "Cost of Goods Sold", "SuppliesMaterialsCogs", "Expense", "5000"),
+    _account("90", "Tooling", "Expense", "SuppliesMaterials", "Expense", "6100"),
+    _account("91", "Test & Inspection Services", "Expense", "OtherMiscellaneousServiceCost", "Expense", "6200"),
+    _account(FEE_ACCOUNT_ID, "Freight & Delivery", "Cost of Goods Sold", "ShippingFreightDeliveryCos", "Expense", "5100"),
+    _account("93", "Software Subscriptions", "Expense", "OfficeGeneralAdministrativeExpenses", "Expense", "6300"),
+    _account("94", "Expedite Fees", "Expense", "OtherMiscellaneousServiceCost", "Expense", "6400"),
+    _account("35", "Checking", "Bank", "Checking", "Asset", "1000"),
+]
+
+QBO_VENDORS = [
+    {"Id": "41", "DisplayName": "Acme Corp", "CompanyName": "Acme Corp", "Active": True,
+     "CurrencyRef": {"value": "USD"}},
+    {"Id": "42", "DisplayName": "Precision Machining, LLC", "CompanyName": "Precision Machining, LLC",
+     "Active": True, "CurrencyRef": {"value": "USD"}},
+    {"Id": "43", "DisplayName": "Orbital Fasteners", "Active": True, "CurrencyRef": {"value": "USD"}},
+    {"Id": "44", "DisplayName": "Kessler Präzision GmbH", "Active": True, "CurrencyRef": {"value": "EUR"}},
+]
+
+QBO_CLASSES = [
+    {"Id": "5000000000000007280", "Name": "Engineering", "FullyQualifiedName": "Engineering", "Active": True},
+    {"Id": "5000000000000007281", "Name": "Production", "FullyQualifiedName": "Production", "Active": True},
+    {"Id": "5000000000000007282", "Name": "R&D", "FullyQualifiedName": "R&D", "Active": True},
+]
+
+QBO_CURRENCIES = [
+    {"Id": "1", "Code": "EUR", "Name": "Euro", "Active": True},
+]
+
+
+def qbo_sample(*, multicurrency: bool = True) -> dict[str, Any]:
+    """The sample company in the QBO emulator's load format."""
+    data: dict[str, Any] = {
+        "Account": copy.deepcopy(QBO_ACCOUNTS),
+        "Vendor": copy.deepcopy(QBO_VENDORS),
+        "Class": copy.deepcopy(QBO_CLASSES),
+        "Preferences": {"CurrencyPrefs": {"MultiCurrencyEnabled": multicurrency, "HomeCurrency": {"value": "USD"}}},
+        "CompanyInfo": {"CompanyName": "Resonant Machine Works (sandbox)", "Country": "US"},
+    }
+    if multicurrency:
+        data["CompanyCurrency"] = copy.deepcopy(QBO_CURRENCIES)
+    else:
+        data["Vendor"] = [v for v in data["Vendor"] if v["CurrencyRef"]["value"] == "USD"]
+    return data
+
+
+# ---- ION: the shop's purchasing ------------------------------------------------------------------
+
+ION_SUPPLIERS = [
+    {"id": 1, "name": "Acme Corp"},
+    {"id": 2, "name": "Precision Machining, LLC"},
+    {"id": 3, "name": "Orbital Fasteners"},
+    {"id": 4, "name": "Kessler Präzision GmbH"},
+]
+ION_CURRENCIES = [{"id": 1, "code": "USD", "name": "US Dollar"}, {"id": 2, "code": "EUR", "name": "Euro"}]
+ION_USERS = [{"id": 42, "name": "Ada Lovelace", "email": "ada@example.com"}]
+
+ION_PARTS = [
+    {"id": 10, "partNumber": "820412-001", "revision": "B", "description": "Bracket, machined, 6061-T6",
+     "trackingType": "LOT", "cost": 42.5, "unitOfMeasure": "each", "isLatestRevision": True,
+     "createdAt": "2026-09-01T15:00:00.000000+00:00"},
+    {"id": 11, "partNumber": "820412-001", "revision": "A", "description": "Bracket, machined (superseded)",
+     "trackingType": "LOT", "cost": 40.0, "unitOfMeasure": "each", "isLatestRevision": False,
+     "createdAt": "2026-06-01T15:00:00.000000+00:00"},
+    {"id": 12, "partNumber": "NAS1352-3", "revision": "A", "description": "Socket head cap screw, #10-32",
+     "trackingType": None, "cost": 0.3333, "unitOfMeasure": "each", "isLatestRevision": True,
+     "createdAt": "2026-08-15T12:00:00.000000+00:00"},
+    {"id": 13, "partNumber": "HX-CFRP:PLATE", "revision": "C", "description": "CFRP plate 300x300 (name has a colon)",
+     "trackingType": "SERIAL", "cost": 310.0, "unitOfMeasure": "each", "isLatestRevision": True,
+     "createdAt": "2026-07-20T09:30:00.000000+00:00"},
+    {"id": 14, "partNumber": "TV-ASSY-100", "revision": "1", "description": "Thrust vector actuator assembly",
+     "trackingType": "SERIAL", "cost": 1850.0, "unitOfMeasure": "each", "isLatestRevision": True,
+     "createdAt": "2026-10-02T10:00:00.000000+00:00"},
+]
+
+_SHIP_TO = {"name": "Resonant Machine Works", "street1": "1200 Foundry Way", "street2": "Dock 4",
+            "city": "Hawthorne", "state": "CA", "postalCode": "90250", "country": "USA"}
+
+ION_PURCHASE_ORDERS = [
+    {   # item lines, a class, two fees, the ship-to address
+        "id": 1042, "status": "ORDERED", "supplierId": 2, "currencyId": 1, "shippingAddress": _SHIP_TO,
+        "notes": "Expedite: needed for TV-ASSY build 7", "createdAt": "2026-11-02T16:04:00.000000+00:00",
+        "purchaseOrderLines": [
+            {"id": 5001, "partId": 10, "quantity": 24, "unitCost": 42.5, "totalCost": 1020.0,
+             "description": "Bracket, machined, 6061-T6", "accountingClass": "Production", "needDate": "2026-12-01",
+             "status": "ORDERED"},
+            {"id": 5002, "partId": 12, "quantity": 3, "unitCost": 0.3333, "totalCost": 1.0,
+             "description": "SHCS #10-32 (priced per lot of 3)", "accountingClass": "Production",
+             "needDate": "2026-12-01", "status": "ORDERED"},
+        ],
+        "fees": [{"id": 7, "name": "Shipping", "value": 35.0}, {"id": 8, "name": "Expedite", "value": 150.0}],
+    },
+    {   # a category line (expense code) beside an item line, and a part whose number holds a colon
+        "id": 1043, "status": "ORDERED", "supplierId": 1, "currencyId": 1, "shippingAddress": _SHIP_TO,
+        "createdAt": "2026-11-05T09:12:00.000000+00:00",
+        "purchaseOrderLines": [
+            {"id": 5003, "partId": 13, "quantity": 2, "unitCost": 310.0, "totalCost": 620.0,
+             "description": "CFRP plate 300x300", "accountingClass": "R&D", "status": "ORDERED"},
+            {"id": 5004, "partId": None, "quantity": 1, "unitCost": 480.0, "totalCost": 480.0,
+             "description": "5-axis fixture plate", "expenseCode": "6100", "accountingClass": "Engineering",
+             "status": "ORDERED"},
+        ],
+        "fees": [{"id": 9, "name": "Shipping", "value": 22.5}],
+    },
+    {   # a foreign-currency PO: EUR, from a vendor whose QBO currency is EUR
+        "id": 1044, "status": "ORDERED", "supplierId": 4, "currencyId": 2, "shippingAddress": _SHIP_TO,
+        "createdAt": "2026-11-10T08:00:00.000000+00:00",
+        "purchaseOrderLines": [
+            {"id": 5005, "partId": 14, "quantity": 1, "unitCost": 1850.0, "totalCost": 1850.0,
+             "description": "Thrust vector actuator assembly", "accountingClass": "Engineering", "status": "ORDERED"},
+        ],
+        "fees": [],
+    },
+    {   # the error path: expense code 7777 has no QBO account
+        "id": 1045, "status": "ORDERED", "supplierId": 3, "currencyId": 1, "shippingAddress": _SHIP_TO,
+        "createdAt": "2026-11-12T13:45:00.000000+00:00",
+        "purchaseOrderLines": [
+            {"id": 5006, "partId": None, "quantity": 1, "unitCost": 95.0, "totalCost": 95.0,
+             "description": "Calibration service, torque wrenches", "expenseCode": "7777", "status": "ORDERED"},
+        ],
+        "fees": [],
+    },
+    {   # a draft: not sent to QBO until it is Ordered
+        "id": 1046, "status": "DRAFT", "supplierId": 1, "currencyId": 1, "createdAt": "2026-11-20T10:00:00.000000+00:00",
+        "purchaseOrderLines": [
+            {"id": 5007, "partId": 10, "quantity": 10, "unitCost": 42.5, "totalCost": 425.0, "status": "DRAFT"},
+        ],
+        "fees": [],
+    },
+]
+
+
+def ion_sample() -> dict[str, Any]:
+    """The sample shop in the ION emulator's load format."""
+    return copy.deepcopy({
+        "suppliers": ION_SUPPLIERS,
+        "currencies": ION_CURRENCIES,
+        "users": ION_USERS,
+        "parts": ION_PARTS,
+        "purchaseOrders": ION_PURCHASE_ORDERS,
+    })

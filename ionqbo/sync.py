@@ -1,0 +1,704 @@
+"""One sync run: read ION, map, diff against QBO, write in batches, record outcomes (design.md 5).
+
+No click and no printing here: the CLI renders the :class:`~ionqbo.report.SyncReport` this returns.
+
+How a run flows::
+
+    lock -> load state -> ION: changed parts, then changed POs (pages, in chunks) -> for each chunk:
+    resolve references (read once per run, only when there is work) -> map (pure) -> look up the QBO
+    items / POs by name / DocNumber in bulk -> diff (pure) -> write items, then POs (batches of 30,
+    each with a requestid) -> record outcomes, save state (cursor moves per chunk) -> report
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
+
+from ionqbo import mapping
+from ionqbo.config import Settings
+from ionqbo.diff import diff
+from ionqbo.errors import (
+    ApiError,
+    AuthError,
+    ExitCode,
+    MappingError,
+    QboRejectedError,
+    RecordError,
+    TransientRecordError,
+    UnavailableError,
+)
+from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
+from ionqbo.qbo.client import quote
+from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
+from ionqbo.report import FieldChange, Outcome, SyncReport
+from ionqbo.state import LedgerEntry, State, StateStore, SyncLock
+
+log = logging.getLogger("ionqbo.sync")
+
+PO_KIND = "purchase_order"
+PART_KIND = "part"
+STREAMS = {PO_KIND: "purchase_orders", PART_KIND: "parts"}
+
+# How many ION records are mapped, looked up and written together. Big enough that bulk lookups and
+# batches of 30 are full; small enough that memory stays flat and progress is saved often.
+CHUNK = 300
+# QBO: "maximum number of payloads in a single BatchItemRequest is 30" (qbo-api.md section 7).
+BATCH_SIZE = 30
+# Names / DocNumbers per `IN (...)` lookup; MAXRESULTS is at most 1000 (qbo-api.md section 6).
+LOOKUP_SIZE = 300
+# How often a write that met a stale SyncToken (5010) or a duplicate is re-read and re-tried in a run.
+WRITE_ROUNDS = 3
+CANCELED = "CANCELED"
+
+
+class IonSource(Protocol):
+    request_count: int
+
+    def changed_purchase_orders(
+        self, since: datetime | None, statuses: Sequence[str]
+    ) -> Iterator[PurchaseOrder | InvalidRecord]: ...
+
+    def purchase_orders_by_id(self, ids: Sequence[str]) -> Iterator[PurchaseOrder | InvalidRecord]: ...
+
+    def changed_parts(self, since: datetime | None) -> Iterator[Part | InvalidRecord]: ...
+
+    def parts_by_id(self, ids: Sequence[str]) -> Iterator[Part | InvalidRecord]: ...
+
+
+class QboSink(Protocol):
+    request_count: int
+    counts: dict[str, int]
+
+    def query_all(self, entity: str, where: str = "", order_by: str = "") -> Iterator[dict[str, Any]]: ...
+
+    def read(self, entity: str, entity_id: str) -> dict[str, Any]: ...
+
+    def batch(self, items: list[BatchItem], *, request_id: str | None = None) -> list[BatchResult]: ...
+
+    def preferences(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What one run should do (the `ionqbo sync` options)."""
+
+    since: datetime | None = None
+    dry_run: bool = False
+    po_ids: tuple[str, ...] = ()
+    parts: bool = True
+
+
+Progress = Callable[[str, int], None]  # (stream, records done so far)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Write:
+    """One pending QBO write for one ION record."""
+
+    kind: str
+    ion_id: str
+    entity: str  # "Item" | "PurchaseOrder"
+    operation: str  # "create" | "update"
+    body: dict[str, Any]
+    desired: dict[str, Any]
+    owned: tuple[str, ...]
+    name: str  # DocNumber or item Name: the lookup key
+    action: str  # what the outcome is called: created / updated / closed
+    changes: list[FieldChange] = field(default_factory=list)
+    ion_updated_at: datetime | None = None
+    ion_etag: str = ""
+    payload_hash: str = ""
+
+
+class Syncer:
+    """Runs one sync. Collaborators are passed in (R11) so tests can use the emulators or fakes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ion: IonSource,
+        qbo: QboSink,
+        store: StateStore,
+        realm_id: str = "",
+        now: Callable[[], datetime] = utcnow,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ion = ion
+        self.qbo = qbo
+        self.store = store
+        self.realm_id = realm_id
+        self.now = now
+        self.progress = progress
+        self._refs: mapping.References | None = None
+        self._items: dict[str, dict[str, Any]] = {}  # lower(item name) -> QBO item
+        self._item_owner: dict[str, str] = {}  # lower(item name) -> ION part id (this run)
+        self._mappings = _load_mappings(settings)
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    def run(self, options: SyncOptions) -> SyncReport:
+        """Sync, holding the lock (a dry run takes no lock and writes nothing)."""
+        if options.dry_run:
+            return self._run(options)
+        with SyncLock(self.settings.lock_path):
+            return self._run(options)
+
+    def _run(self, options: SyncOptions) -> SyncReport:
+        started = self.now()
+        report = SyncReport(dry_run=options.dry_run, started_at=started.isoformat())
+        ion_before, qbo_before = self.ion.request_count, self.qbo.request_count
+        qbo_kinds_before = dict(self.qbo.counts)
+        state = self.store.load()
+        self._state = state
+        self._report = report
+        self._options = options
+        self._started = started
+        self._cap = started - timedelta(seconds=self.settings.cursor_overlap_seconds)
+        try:
+            if options.po_ids:
+                self._sync_pos(self.ion.purchase_orders_by_id(list(options.po_ids)), stream=None)
+            else:
+                self._retry_queue(state)
+                if options.parts:
+                    self._sync_parts(self.ion.changed_parts(self._since(state, PART_KIND)), stream="parts")
+                statuses = list(dict.fromkeys([*self.settings.po_statuses, CANCELED]))
+                self._sync_pos(
+                    self.ion.changed_purchase_orders(self._since(state, PO_KIND), statuses),
+                    stream="purchase_orders",
+                )
+        except AuthError as exc:
+            report.exit_code = int(exc.exit_code)
+            report.error = str(exc)
+        except ApiError as exc:
+            if exc.exit_code != ExitCode.UNAVAILABLE:
+                raise
+            report.exit_code = int(ExitCode.UNAVAILABLE)
+            report.error = f"{exc} (nothing was lost: the next run resumes)"
+        finally:
+            finished = self.now()
+            report.finished_at = finished.isoformat()
+            report.duration_seconds = (finished - started).total_seconds()
+            report.requests = {"ion": self.ion.request_count - ion_before, "qbo": self.qbo.request_count - qbo_before}
+            report.qbo_requests_by_kind = {
+                k: v - qbo_kinds_before.get(k, 0) for k, v in self.qbo.counts.items() if v - qbo_kinds_before.get(k, 0)
+            }
+        if report.exit_code == ExitCode.OK:
+            queued = [e for e in state.queue.values()]
+            if report.failures or (queued and not options.po_ids):
+                report.exit_code = int(ExitCode.PARTIAL)
+                self._report_queued_elsewhere(state)
+        report.cursors = {s: (c.isoformat() if c else None) for s, c in state.cursors.items()}
+        if not options.dry_run:
+            state.last_run = {
+                "started_at": report.started_at,
+                "finished_at": report.finished_at,
+                "duration_seconds": round(report.duration_seconds, 3),
+                "exit_code": report.exit_code,
+                "purchase_orders": vars(report.purchase_orders).copy(),
+                "parts": vars(report.parts).copy(),
+                "failed": len(report.failures),
+                "requests": dict(report.requests),
+                "error": report.error,
+            }
+            self.store.save(state)
+        return report
+
+    def _report_queued_elsewhere(self, state: State) -> None:
+        """Queued records not retried this run (not yet due) still count as out of step."""
+        seen = {(f.kind, f.ion_id) for f in self._report.failures}
+        for entry in state.queue.values():
+            if (entry.kind, entry.ion_id) not in seen:
+                self._report.failures.append(_failure_from_entry(entry))
+
+    def _since(self, state: State, kind: str) -> datetime | None:
+        if self._options.since is not None:
+            return self._options.since
+        cursor = state.cursors.get(STREAMS[kind])
+        if cursor is None:
+            return None
+        return cursor - timedelta(seconds=self.settings.cursor_overlap_seconds)
+
+    def _advance(self, stream: str | None, value: datetime | None) -> None:
+        if stream is None or value is None or self._options.dry_run:
+            return
+        self._state.advance_cursor(stream, min(value, self._cap))
+
+    # ---- the queue ---------------------------------------------------------------------------
+
+    def _retry_queue(self, state: State) -> None:
+        now = self.now()
+        due_parts = [e.ion_id for e in state.due(PART_KIND, now)]
+        due_pos = [e.ion_id for e in state.due(PO_KIND, now)]
+        if due_parts:
+            log.info("retrying %d queued part(s)", len(due_parts))
+            found = self._sync_parts(self.ion.parts_by_id(due_parts), stream=None)
+            self._forget_missing(PART_KIND, due_parts, found)
+        if due_pos:
+            log.info("retrying %d queued purchase order(s)", len(due_pos))
+            found = self._sync_pos(self.ion.purchase_orders_by_id(due_pos), stream=None, from_queue=True)
+            self._forget_missing(PO_KIND, due_pos, found)
+
+    def _forget_missing(self, kind: str, wanted: list[str], found: set[str]) -> None:
+        for ion_id in wanted:
+            if ion_id not in found and not self._options.dry_run:
+                log.warning("%s %s is queued but ION no longer has it; removed from the queue", kind, ion_id)
+                self._state.queue.pop(f"{kind}:{ion_id}", None)
+
+    # ---- parts -------------------------------------------------------------------------------
+
+    def _sync_parts(self, records: Iterable[Part | InvalidRecord], *, stream: str | None) -> set[str]:
+        seen: set[str] = set()
+        done = 0
+        for chunk in _chunks(records, CHUNK):
+            parts: list[Part] = []
+            for rec in chunk:
+                seen.add(rec.ion_id if isinstance(rec, InvalidRecord) else rec.id)
+                if isinstance(rec, InvalidRecord):
+                    self._fail(PART_KIND, rec.ion_id, rec.error)
+                elif self._unchanged_since_last_sync(PART_KIND, rec.id, rec.etag, rec.updated_at):
+                    self._report.count(Outcome(PART_KIND, rec.id, "unchanged", name=None))
+                else:
+                    parts.append(rec)
+            if parts:
+                self._upsert_items(parts, update_existing=True)
+            self._advance(stream, _max_time(chunk))
+            self._save()
+            done += len(chunk)
+            if self.progress:
+                self.progress("parts", done)
+        return seen
+
+    def _unchanged_since_last_sync(self, kind: str, ion_id: str, etag: str, updated_at: datetime | None) -> bool:
+        """ION says this record has not changed since ionqbo last wrote it: skip it at no QBO cost."""
+        key = f"{kind}:{ion_id}"
+        if key in self._state.queue:
+            return False
+        entry = self._state.ledger.get(key)
+        if entry is None or not etag or entry.ion_etag != etag:
+            return False
+        return entry.config_hash == self._config_hash()
+
+    def _config_hash(self) -> str:
+        """Settings that change the payloads: a change re-syncs everything it touches."""
+        s = self.settings
+        raw = json.dumps([s.item_name_template, s.qbo_ap_account_id, s.qbo_fee_account_id,
+                          s.qbo_inventory_asset_account_id, s.qbo_income_account_id, s.qbo_cogs_account_id,
+                          repr(self._mappings)])
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def _upsert_items(self, parts: list[Part], *, update_existing: bool) -> dict[str, str]:
+        """Create missing items (and update changed ones); returns ION part id -> QBO item id."""
+        refs = self._references()
+        ids: dict[str, str] = {}
+        desired_by_part: dict[str, tuple[Part, dict[str, Any]]] = {}
+        for part in parts:
+            try:
+                body = mapping.part_to_item(part, refs, start_date=self._start_date(part))
+            except RecordError as exc:
+                self._fail(PART_KIND, part.id, exc)
+                continue
+            name_key = body["Name"].lower()
+            owner = self._item_owner.get(name_key)
+            if owner is not None and owner != part.id:
+                self._fail(PART_KIND, part.id, MappingError(
+                    f"part {part.id}: its QBO item name {body['Name']!r} is the same as part {owner}'s",
+                    kind=PART_KIND, ion_id=part.id, field="partNumber",
+                    hint="change IONQBO_ITEM_NAME_TEMPLATE or the part number so the names differ "
+                         "(QBO item names must be unique; ':' becomes '-')"))
+                continue
+            self._item_owner[name_key] = part.id
+            desired_by_part[part.id] = (part, body)
+        self._lookup_items([b["Name"] for _, b in desired_by_part.values()])
+        writes: list[_Write] = []
+        for part, body in desired_by_part.values():
+            existing = self._items.get(body["Name"].lower())
+            if existing is not None and existing.get("Sku") and existing.get("Sku") != part.part_number:
+                self._fail(PART_KIND, part.id, MappingError(
+                    f"part {part.id}: QBO item {body['Name']!r} (Id {existing.get('Id')}) belongs to SKU "
+                    f"{existing.get('Sku')!r}, not {part.part_number!r}",
+                    kind=PART_KIND, ion_id=part.id, field="partNumber",
+                    hint="rename one of the two QBO items, or change IONQBO_ITEM_NAME_TEMPLATE"))
+                continue
+            if existing is not None and not update_existing:
+                ids[part.id] = str(existing["Id"])
+                continue
+            change = diff(body, existing, mapping.ITEM_OWNED_FIELDS if existing else tuple(body))
+            if change.action == "unchanged":
+                assert existing is not None
+                ids[part.id] = str(existing["Id"])
+                self._succeed(PART_KIND, part.id, existing, part.etag, part.updated_at, body)
+                self._report.count(Outcome(PART_KIND, part.id, "unchanged", str(existing["Id"]), body["Name"]))
+                continue
+            writes.append(_Write(
+                kind=PART_KIND, ion_id=part.id, entity="Item", operation=change.action, body=change.body,
+                desired=body, owned=tuple(mapping.ITEM_OWNED_FIELDS), name=body["Name"],
+                action="created" if change.action == "create" else "updated", changes=change.fields,
+                ion_updated_at=part.updated_at, ion_etag=part.etag, payload_hash=_hash(body),
+            ))
+        for w, entity in self._write_all(writes):
+            self._items[w.name.lower()] = entity
+            ids[w.ion_id] = str(entity.get("Id", "(new)"))
+        return ids
+
+    def _start_date(self, part: Part) -> date:
+        when = part.created_at or self._started
+        return when.astimezone(UTC).date()
+
+    def _lookup_items(self, names: Iterable[str]) -> None:
+        missing = [n for n in dict.fromkeys(names) if n.lower() not in self._items]
+        for chunk in _slices(missing, LOOKUP_SIZE):
+            where = f"Name IN ({', '.join(quote(n) for n in chunk)})"
+            for item in self.qbo.query_all("Item", where):
+                self._items[str(item.get("Name", "")).lower()] = item
+
+    # ---- purchase orders -----------------------------------------------------------------------
+
+    def _sync_pos(
+        self, records: Iterable[PurchaseOrder | InvalidRecord], *, stream: str | None, from_queue: bool = False
+    ) -> set[str]:
+        seen: set[str] = set()
+        done = 0
+        in_scope = set(self.settings.po_statuses)
+        for chunk in _chunks(records, CHUNK):
+            pos: list[PurchaseOrder] = []
+            for rec in chunk:
+                ion_id = rec.ion_id if isinstance(rec, InvalidRecord) else rec.id
+                seen.add(ion_id)
+                if isinstance(rec, InvalidRecord):
+                    self._fail(PO_KIND, rec.ion_id, rec.error)
+                elif rec.status not in in_scope and rec.status != CANCELED:
+                    # Left the statuses that are sent (e.g. back to DRAFT): nothing to do; unqueue it.
+                    if not self._options.dry_run:
+                        self._state.queue.pop(f"{PO_KIND}:{rec.id}", None)
+                elif self._unchanged_since_last_sync(PO_KIND, rec.id, rec.etag, rec.updated_at):
+                    self._report.count(Outcome(PO_KIND, rec.id, "unchanged", name=rec.id))
+                else:
+                    pos.append(rec)
+            if pos:
+                self._sync_po_chunk(pos)
+            self._advance(stream, _max_time(chunk))
+            self._save()
+            done += len(chunk)
+            if self.progress:
+                self.progress("purchase_orders", done)
+        return seen
+
+    def _sync_po_chunk(self, pos: list[PurchaseOrder]) -> None:
+        refs = self._references()
+        active = [po for po in pos if po.status != CANCELED]
+        canceled = [po for po in pos if po.status == CANCELED]
+        # 1. items the item lines need: created first, never updated here (the parts stream does that).
+        needed: dict[str, Part] = {}
+        for po in active:
+            for line in po.lines:
+                if line.part is not None and not line.expense_code:
+                    needed.setdefault(line.part.id, line.part)
+        item_ids = self._upsert_items(list(needed.values()), update_existing=False) if needed else {}
+        # 2. map (pure)
+        desired: dict[str, tuple[PurchaseOrder, dict[str, Any]]] = {}
+        for po in active:
+            missing_parts = [ln.part.id for ln in po.lines if ln.part is not None and not ln.expense_code
+                             and ln.part.id not in item_ids]
+            if missing_parts:
+                self._fail(PO_KIND, po.id, MappingError(
+                    f"purchase order {po.id}: the QBO item for part(s) {', '.join(missing_parts)} could not be "
+                    "created (see the part errors)", kind=PO_KIND, ion_id=po.id, field="purchaseOrderLines.part",
+                    hint="fix the part error first; this purchase order is retried with it"))
+                continue
+            try:
+                desired[po.id] = (po, mapping.po_to_payload(po, refs, item_ids))
+            except RecordError as exc:
+                self._fail(PO_KIND, po.id, exc)
+        # 3. look the QBO POs up by DocNumber, in bulk
+        existing = self._lookup_pos([*desired, *(po.id for po in canceled)])
+        # 4. diff (pure)
+        writes: list[_Write] = []
+        for doc, (po, body) in desired.items():
+            found = existing.get(doc, [])
+            if len(found) > 1:
+                self._fail(PO_KIND, po.id, _duplicates_error(po.id, found))
+                continue
+            current = found[0] if found else None
+            change = diff(body, current, mapping.PO_OWNED_FIELDS)
+            if change.action == "unchanged":
+                assert current is not None
+                self._succeed(PO_KIND, po.id, current, po.etag, po.updated_at, body)
+                self._report.count(Outcome(PO_KIND, po.id, "unchanged", str(current.get("Id")), doc))
+                continue
+            writes.append(_Write(
+                kind=PO_KIND, ion_id=po.id, entity="PurchaseOrder", operation=change.action, body=change.body,
+                desired=body, owned=tuple(mapping.PO_OWNED_FIELDS), name=doc,
+                action="created" if change.action == "create" else "updated", changes=change.fields,
+                ion_updated_at=po.updated_at, ion_etag=po.etag, payload_hash=_hash(body),
+            ))
+        for po in canceled:
+            found = existing.get(po.id, [])
+            if len(found) > 1:
+                self._fail(PO_KIND, po.id, _duplicates_error(po.id, found))
+                continue
+            current = found[0] if found else None
+            if current is None or current.get("POStatus") == "Closed":
+                # Never sent, or already closed: nothing to do.
+                if current is not None:
+                    self._succeed(PO_KIND, po.id, current, po.etag, po.updated_at, {"POStatus": "Closed"})
+                elif not self._options.dry_run:
+                    self._state.queue.pop(f"{PO_KIND}:{po.id}", None)
+                self._report.count(Outcome(PO_KIND, po.id, "unchanged", current and str(current.get("Id")), po.id))
+                continue
+            body = mapping.close_payload(current)
+            writes.append(_Write(
+                kind=PO_KIND, ion_id=po.id, entity="PurchaseOrder", operation="update", body=body,
+                desired={"POStatus": "Closed"}, owned=("POStatus",), name=po.id, action="closed",
+                changes=[FieldChange("POStatus", current.get("POStatus"), "Closed")],
+                ion_updated_at=po.updated_at, ion_etag=po.etag, payload_hash=_hash({"POStatus": "Closed"}),
+            ))
+        self._write_all(writes)
+
+    def _lookup_pos(self, docs: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for chunk in _slices(list(dict.fromkeys(docs)), LOOKUP_SIZE):
+            where = f"DocNumber IN ({', '.join(quote(d) for d in chunk)})"
+            for po in self.qbo.query_all("PurchaseOrder", where):
+                found.setdefault(str(po.get("DocNumber", "")), []).append(po)
+        return found
+
+    # ---- writes ----------------------------------------------------------------------------------
+
+    def _write_all(self, writes: list[_Write]) -> list[tuple[_Write, dict[str, Any]]]:
+        """Write in batches of 30; re-read and re-diff on stale objects and duplicates. Returns successes."""
+        done: list[tuple[_Write, dict[str, Any]]] = []
+        if self._options.dry_run:
+            for w in writes:
+                self._report.count(Outcome(w.kind, w.ion_id, w.action, w.body.get("Id"), w.name, w.changes))
+                done.append((w, {**w.desired, "Id": w.body.get("Id", "(new)")}))
+            return done
+        pending = writes
+        for round_no in range(1, WRITE_ROUNDS + 1):
+            retry: list[_Write] = []
+            for batch in _slices(pending, BATCH_SIZE):
+                items = [BatchItem(bid=f"b{i}", operation=w.operation, entity=w.entity, body=w.body)
+                         for i, w in enumerate(batch)]
+                results = {r.bid: r for r in self.qbo.batch(items, request_id=self._request_id(batch, round_no))}
+                for i, w in enumerate(batch):
+                    result = results.get(f"b{i}")
+                    if result is None:
+                        self._fail(w.kind, w.ion_id, TransientRecordError(
+                            f"{_label(w.kind)} {w.ion_id}: QBO's batch answer had no result for it",
+                            kind=w.kind, ion_id=w.ion_id))
+                    elif result.fault is None and result.entity is not None:
+                        self._succeed(w.kind, w.ion_id, result.entity, w.ion_etag, w.ion_updated_at, w.desired)
+                        self._report.count(Outcome(w.kind, w.ion_id, w.action, str(result.entity.get("Id")),
+                                                   w.name, w.changes))
+                        done.append((w, result.entity))
+                    else:
+                        again = self._handle_fault(w, result.fault, last_round=round_no == WRITE_ROUNDS)
+                        if again is not None:
+                            retry.append(again)
+            self._save()
+            if not retry:
+                break
+            pending = retry
+        return done
+
+    def _handle_fault(self, w: _Write, fault: QboFault | None, *, last_round: bool) -> _Write | None:
+        """Decide what a per-item fault means; returns a write to try again this run, or None."""
+        code = fault.code if fault is not None else ""
+        if fault is not None and code in ("5010", "6140", "6240") and not last_round:
+            # 5010 stale SyncToken: someone changed it; 6140/6240: a create that already happened
+            # (a crash or a lost answer). Read what QBO holds now, diff again, write what is left.
+            current = self._reread(w)
+            if current is not None:
+                change = diff(w.desired, current, w.owned if w.action != "closed" else ("POStatus",))
+                if change.action == "unchanged":
+                    self._succeed(w.kind, w.ion_id, current, w.ion_etag, w.ion_updated_at, w.desired)
+                    action = "unchanged" if w.operation == "update" or code != "6140" else w.action
+                    self._report.count(Outcome(w.kind, w.ion_id, action, str(current.get("Id")), w.name))
+                    return None
+                body = mapping.close_payload(current) if w.action == "closed" else change.body
+                return _Write(**{**vars(w), "operation": "update", "body": body,
+                                 "changes": w.changes or change.fields})
+        if fault is None:
+            error: RecordError = TransientRecordError(
+                f"{_label(w.kind)} {w.ion_id}: QBO returned neither the object nor a fault", kind=w.kind,
+                ion_id=w.ion_id)
+        elif fault.retryable:
+            error = TransientRecordError(
+                f"{_label(w.kind)} {w.ion_id}: QBO could not take the write now ({fault.code}: {fault.message})",
+                kind=w.kind, ion_id=w.ion_id, code=f"qbo_{fault.code}", hint="retried automatically")
+        else:
+            detail = getattr(fault, "detail", None) or ""
+            error = QboRejectedError(
+                f"{_label(w.kind)} {w.ion_id}: QBO refused the {w.operation} ({fault.code} {fault.message}"
+                f"{': ' + detail if detail else ''})",
+                kind=w.kind, ion_id=w.ion_id, code=f"qbo_{fault.code}",
+                hint=_qbo_hint(fault.code))
+        self._fail(w.kind, w.ion_id, error)
+        return None
+
+    def _reread(self, w: _Write) -> dict[str, Any] | None:
+        if w.entity == "PurchaseOrder":
+            found = self._lookup_pos([w.name]).get(w.name, [])
+            return found[0] if len(found) == 1 else None
+        self._items.pop(w.name.lower(), None)
+        self._lookup_items([w.name])
+        return self._items.get(w.name.lower())
+
+    def _request_id(self, batch: list[_Write], round_no: int) -> str:
+        """Deterministic for the same writes in the same run and round (QBO: <= 36 chars for batch).
+
+        The same batch sent again (a retry after a lost answer) carries the same requestid and bIds,
+        so QBO replays the first answer instead of writing twice. The run start is part of it so
+        that a later run, after someone deleted the object in QBO, really writes again.
+        """
+        raw = json.dumps([self.realm_id, self._started.isoformat(), round_no,
+                          [(w.entity, w.operation, w.ion_id, w.payload_hash, w.body.get("SyncToken")) for w in batch]])
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+    # ---- outcomes ---------------------------------------------------------------------------------
+
+    def _succeed(self, kind: str, ion_id: str, entity: dict[str, Any], etag: str,
+                 updated_at: datetime | None, desired: dict[str, Any]) -> None:
+        if self._options.dry_run:
+            return
+        self._state.record_success(kind, ion_id, LedgerEntry(
+            qbo_id=str(entity.get("Id", "")),
+            sync_token=str(entity.get("SyncToken", "")),
+            payload_hash=_hash(desired),
+            ion_updated_at=updated_at,
+            ion_etag=etag,
+            synced_at=self.now(),
+            config_hash=self._config_hash(),
+        ))
+
+    def _fail(self, kind: str, ion_id: str, error: RecordError) -> None:
+        error.kind = error.kind or kind
+        error.ion_id = error.ion_id or ion_id
+        log.warning("%s", error.message, extra={"ion_id": ion_id, "kind": kind, "error_code": error.code})
+        entry = None
+        if not self._options.dry_run:
+            entry = self._state.record_failure(kind, ion_id, error, self.now())
+        from ionqbo.report import Failure
+
+        self._report.failures = [f for f in self._report.failures if (f.kind, f.ion_id) != (kind, ion_id)]
+        self._report.failures.append(Failure(
+            kind=kind, ion_id=ion_id, code=error.code, message=error.message, hint=error.hint, field=error.field,
+            parked=not error.retryable, attempts=entry.attempts if entry is not None else 1,
+        ))
+        self._report.count(Outcome(kind, ion_id, "failed"))
+
+    def _save(self) -> None:
+        if not self._options.dry_run:
+            self.store.save(self._state)
+
+    # ---- reference data ---------------------------------------------------------------------------
+
+    def _references(self) -> mapping.References:
+        """Vendors, accounts, classes, currencies and preferences: read once per run, when needed."""
+        if self._refs is None:
+            prefs = self.qbo.preferences()
+            multicurrency = bool(prefs.get("CurrencyPrefs", {}).get("MultiCurrencyEnabled"))
+            self._refs = mapping.References.build(
+                vendors=list(self.qbo.query_all("Vendor")),
+                accounts=list(self.qbo.query_all("Account")),
+                classes=list(self.qbo.query_all("Class")),
+                company_currencies=list(self.qbo.query_all("CompanyCurrency")) if multicurrency else [],
+                preferences=prefs,
+                ap_account_id=self.settings.qbo_ap_account_id,
+                fee_account_id=self.settings.qbo_fee_account_id,
+                asset_account_id=self.settings.qbo_inventory_asset_account_id,
+                income_account_id=self.settings.qbo_income_account_id,
+                cogs_account_id=self.settings.qbo_cogs_account_id,
+                mappings=self._mappings,
+                item_name_template=self.settings.item_name_template,
+            )
+        return self._refs
+
+
+# ---- helpers -----------------------------------------------------------------------------------------
+
+
+def _load_mappings(settings: Settings) -> mapping.ExplicitMappings:
+    if settings.mappings_file is None:
+        return mapping.ExplicitMappings()
+    return mapping.parse_mappings(settings.mappings_file.read_text(encoding="utf-8"))
+
+
+def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _slices(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _max_time(chunk: list[Any]) -> datetime | None:
+    times = [r.updated_at for r in chunk if getattr(r, "updated_at", None) is not None]
+    return max(times) if times else None
+
+
+def _hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _label(kind: str) -> str:
+    return kind.replace("_", " ")
+
+
+def _duplicates_error(doc: str, found: list[dict[str, Any]]) -> RecordError:
+    ids = ", ".join(str(p.get("Id")) for p in found)
+    return QboRejectedError(
+        f"purchase order {doc}: QBO holds {len(found)} purchase orders with DocNumber {doc} (Ids {ids})",
+        kind=PO_KIND, ion_id=doc, field="DocNumber", code="qbo_duplicate_docnumber",
+        hint="delete or renumber the extra ones in QuickBooks; ionqbo will not guess which one is right",
+    )
+
+
+_QBO_HINTS = {
+    "2500": "a vendor, item, account or class it refers to is missing or inactive in QuickBooks: "
+            "make it active, or fix the mapping (run `ionqbo check-mappings`)",
+    "610": "an object it refers to was deleted or made inactive in QuickBooks: restore it, then `ionqbo retry`",
+    "6000": "QuickBooks refused it for a business rule (see the reason); fix the record or the QBO setting",
+    "6070": "the line amount does not equal quantity x unit cost; report this to the ionqbo maintainers",
+    "6140": "another transaction already uses this number in QuickBooks",
+    "6240": "another item, vendor, customer or employee already uses this name in QuickBooks",
+    "2020": "a required field is missing: check the ION record and the QBO settings",
+}
+
+
+def _qbo_hint(code: str) -> str:
+    return _QBO_HINTS.get(code, "see the reason; fix the record in ION or the setting in QuickBooks, then "
+                                 "`ionqbo retry`")
+
+
+def _failure_from_entry(entry: Any) -> Any:
+    from ionqbo.report import Failure
+
+    return Failure(kind=entry.kind, ion_id=entry.ion_id, code=entry.code, message=entry.message, hint=entry.hint,
+                   field=entry.field, parked=entry.parked, attempts=entry.attempts)
+
+
+def exit_code_for(report: SyncReport) -> ExitCode:
+    return ExitCode(report.exit_code)
+
+
+__all__ = ["SyncOptions", "Syncer", "UnavailableError", "utcnow"]
