@@ -69,8 +69,10 @@ def show_purchase_orders(qbo: Any, echo: Echo) -> None:
             cls = names.get(("Class", str((d.get("ClassRef") or {}).get("value"))), "")
             rows.append([what, (line.get("Description") or "")[:40], qty if qty is not None else "",
                          rate if rate is not None else "", _money(line.get("Amount")), cls])
-        echo(tabulate(rows, headers=["  product/service or category", "description", "qty", "rate", "amount",
-                                     "class"], tablefmt="simple"))
+        table = tabulate(rows, headers=["product/service or category", "description", "qty", "rate", "amount",
+                                        "class"], tablefmt="simple")
+        for row in table.splitlines():
+            echo("  " + row)
 
 
 def run_demo(*, echo: Echo, state_dir: Path | None = None) -> int:

@@ -39,7 +39,7 @@ RETRY_EXCEPTIONS: tuple[type[BaseException], ...] = (
 _PATTERNS = [
     re.compile(r"(?i)(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(
-        r"(?i)((?:access_token|refresh_token|client_secret|id_token|code|password)[\"']?\s*[:=]\s*[\"']?)"
+        r"(?i)((?<![\w-])(?:access_token|refresh_token|client_secret|id_token|code|password)[\"']?\s*[:=]\s*[\"']?)"
         r"[^\s\"'&,}]+"
     ),
 ]
@@ -120,8 +120,8 @@ class RetryPolicy:
                 return min(after, max(self.cap, self.throttle_wait))
             if response.status_code == 429:
                 return self.throttle_wait
-        ceiling = min(self.cap, self.base * (2 ** (attempt - 1)))
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        ceiling = min(self.cap, self.base * (2.0 ** (attempt - 1)))
+        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -155,7 +155,7 @@ class Session(requests.Session):
         self._count_lock = threading.Lock()
         self.headers["User-Agent"] = USER_AGENT
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         kind = kwargs.pop("count_as", None)
         with self._count_lock:

@@ -8,16 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ionqbo.diff import FieldChange
 from ionqbo.errors import ExitCode
-
-
-@dataclass
-class FieldChange:
-    """One field that differs between what ION says and what QBO holds."""
-
-    path: str
-    old: Any
-    new: Any
 
 
 @dataclass
@@ -118,10 +110,7 @@ def to_json(data: dict[str, Any]) -> str:
 def _fmt(value: Any, limit: int = 60) -> str:
     if value is None or value == "":
         return "-"
-    if isinstance(value, dict | list):
-        text = json.dumps(value, default=str, separators=(",", ":"))
-    else:
-        text = str(value)
+    text = json.dumps(value, default=str, separators=(",", ":")) if isinstance(value, dict | list) else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -36,7 +36,8 @@ from ionqbo.errors import (
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
 from ionqbo.qbo.client import quote
 from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
-from ionqbo.report import FieldChange, Outcome, SyncReport
+from ionqbo.diff import FieldChange
+from ionqbo.report import Failure, Outcome, SyncReport
 from ionqbo.state import LedgerEntry, State, StateStore, SyncLock
 
 log = logging.getLogger("ionqbo.sync")
@@ -145,6 +146,15 @@ class Syncer:
         self._items: dict[str, dict[str, Any]] = {}  # lower(item name) -> QBO item
         self._item_owner: dict[str, str] = {}  # lower(item name) -> ION part id (this run)
         self._mappings = _load_mappings(settings)
+        self._handled: dict[str, str] = {}  # "kind:id" -> the ION _etag handled in this run
+
+    def _first_time(self, kind: str, ion_id: str, etag: str) -> bool:
+        """False for a record this run already handled in the same version (queue retry, then stream)."""
+        key = f"{kind}:{ion_id}"
+        if key in self._handled and self._handled[key] == etag:
+            return False
+        self._handled[key] = etag
+        return True
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -201,6 +211,7 @@ class Syncer:
                 self._report_queued_elsewhere(state)
         report.cursors = {s: (c.isoformat() if c else None) for s, c in state.cursors.items()}
         if not options.dry_run:
+            state.cache["config_hash"] = self._config_hash()
             state.last_run = {
                 "started_at": report.started_at,
                 "finished_at": report.finished_at,
@@ -265,6 +276,8 @@ class Syncer:
             parts: list[Part] = []
             for rec in chunk:
                 seen.add(rec.ion_id if isinstance(rec, InvalidRecord) else rec.id)
+                if not self._first_time(PART_KIND, *_id_etag(rec)):
+                    continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PART_KIND, rec.ion_id, rec.error)
                 elif self._unchanged_since_last_sync(PART_KIND, rec.id, rec.etag, rec.updated_at):
@@ -288,7 +301,7 @@ class Syncer:
         entry = self._state.ledger.get(key)
         if entry is None or not etag or entry.ion_etag != etag:
             return False
-        return entry.config_hash == self._config_hash()
+        return bool(self._state.cache.get("config_hash") == self._config_hash())
 
     def _config_hash(self) -> str:
         """Settings that change the payloads: a change re-syncs everything it touches."""
@@ -376,6 +389,8 @@ class Syncer:
             for rec in chunk:
                 ion_id = rec.ion_id if isinstance(rec, InvalidRecord) else rec.id
                 seen.add(ion_id)
+                if not self._first_time(PO_KIND, *_id_etag(rec)):
+                    continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PO_KIND, rec.ion_id, rec.error)
                 elif rec.status not in in_scope and rec.status != CANCELED:
@@ -455,13 +470,14 @@ class Syncer:
                     self._succeed(PO_KIND, po.id, current, po.etag, po.updated_at, {"POStatus": "Closed"})
                 elif not self._options.dry_run:
                     self._state.queue.pop(f"{PO_KIND}:{po.id}", None)
-                self._report.count(Outcome(PO_KIND, po.id, "unchanged", current and str(current.get("Id")), po.id))
+                qbo_id = str(current.get("Id")) if current is not None else None
+                self._report.count(Outcome(PO_KIND, po.id, "unchanged", qbo_id, po.id))
                 continue
             body = mapping.close_payload(current)
             writes.append(_Write(
                 kind=PO_KIND, ion_id=po.id, entity="PurchaseOrder", operation="update", body=body,
                 desired={"POStatus": "Closed"}, owned=("POStatus",), name=po.id, action="closed",
-                changes=[FieldChange("POStatus", current.get("POStatus"), "Closed")],
+                changes=[FieldChange("POStatus", str(current.get("POStatus") or "Open"), "Closed")],
                 ion_updated_at=po.updated_at, ion_etag=po.etag, payload_hash=_hash({"POStatus": "Closed"}),
             ))
         self._write_all(writes)
@@ -543,7 +559,7 @@ class Syncer:
                 f"{_label(w.kind)} {w.ion_id}: QBO refused the {w.operation} ({fault.code} {fault.message}"
                 f"{': ' + detail if detail else ''})",
                 kind=w.kind, ion_id=w.ion_id, code=f"qbo_{fault.code}",
-                hint=_qbo_hint(fault.code))
+                hint=_qbo_hint(fault.code or ""))
         self._fail(w.kind, w.ion_id, error)
         return None
 
@@ -575,11 +591,10 @@ class Syncer:
         self._state.record_success(kind, ion_id, LedgerEntry(
             qbo_id=str(entity.get("Id", "")),
             sync_token=str(entity.get("SyncToken", "")),
-            payload_hash=_hash(desired),
+            payload_sha256=_hash(desired),
             ion_updated_at=updated_at,
             ion_etag=etag,
             synced_at=self.now(),
-            config_hash=self._config_hash(),
         ))
 
     def _fail(self, kind: str, ion_id: str, error: RecordError) -> None:
@@ -589,8 +604,6 @@ class Syncer:
         entry = None
         if not self._options.dry_run:
             entry = self._state.record_failure(kind, ion_id, error, self.now())
-        from ionqbo.report import Failure
-
         self._report.failures = [f for f in self._report.failures if (f.kind, f.ion_id) != (kind, ion_id)]
         self._report.failures.append(Failure(
             kind=kind, ion_id=ion_id, code=error.code, message=error.message, hint=error.hint, field=error.field,
@@ -651,6 +664,12 @@ def _slices(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
+def _id_etag(rec: Part | PurchaseOrder | InvalidRecord) -> tuple[str, str]:
+    if isinstance(rec, InvalidRecord):
+        return rec.ion_id, "invalid"
+    return rec.id, rec.etag
+
+
 def _max_time(chunk: list[Any]) -> datetime | None:
     times = [r.updated_at for r in chunk if getattr(r, "updated_at", None) is not None]
     return max(times) if times else None
@@ -690,9 +709,7 @@ def _qbo_hint(code: str) -> str:
                                  "`ionqbo retry`")
 
 
-def _failure_from_entry(entry: Any) -> Any:
-    from ionqbo.report import Failure
-
+def _failure_from_entry(entry: Any) -> Failure:
     return Failure(kind=entry.kind, ion_id=entry.ion_id, code=entry.code, message=entry.message, hint=entry.hint,
                    field=entry.field, parked=entry.parked, attempts=entry.attempts)
 

@@ -127,7 +127,7 @@ class _Reader:
             hint=f"correct {path} on this {_label(self.kind)} in ION",
         )
 
-    def str(self, name: str, *, required: bool = False) -> str | None:
+    def text(self, name: str, *, required: bool = False) -> str | None:
         value = self.node.get(name)
         if value is None:
             if required:
@@ -138,7 +138,7 @@ class _Reader:
         return str(value)
 
     def req_str(self, name: str) -> str:
-        value = self.str(name, required=True)
+        value = self.text(name, required=True)
         assert value is not None
         return value
 
@@ -159,7 +159,7 @@ class _Reader:
         return number
 
     def datetime(self, name: str) -> datetime | None:
-        value = self.str(name)
+        value = self.text(name)
         if value is None:
             return None
         try:
@@ -171,7 +171,7 @@ class _Reader:
         return parsed
 
     def date(self, name: str) -> date | None:
-        value = self.str(name)
+        value = self.text(name)
         if value is None:
             return None
         try:
@@ -216,12 +216,12 @@ def parse_part(node: Any, *, kind: str = "part", ion_id: str | None = None, pref
     return Part(
         id=r.req_str("id"),
         part_number=r.req_str("partNumber"),
-        revision=r.str("revision") or "",
-        etag=r.str("_etag") or "",
-        description=r.str("description"),
-        tracking_type=r.str("trackingType"),
+        revision=r.text("revision") or "",
+        etag=r.text("_etag") or "",
+        description=r.text("description"),
+        tracking_type=r.text("trackingType"),
         cost=r.decimal("cost"),
-        unit_of_measure=uom.str("type") if uom else None,
+        unit_of_measure=uom.text("type") if uom else None,
         is_latest_revision=bool(latest) if latest is not None else True,
         created_at=r.datetime("createdAt"),
         updated_at=r.datetime("updatedAt"),
@@ -245,37 +245,37 @@ def parse_purchase_order(node: Any) -> PurchaseOrder:
         lines.append(PurchaseOrderLine(
             id=lr.req_str("id"),
             quantity=lr.decimal("quantity", required=True) or Decimal(0),
-            etag=lr.str("_etag") or "",
-            status=lr.str("status"),
-            description=lr.str("description"),
+            etag=lr.text("_etag") or "",
+            status=lr.text("status"),
+            description=lr.text("description"),
             need_date=lr.date("needDate"),
             part=part,
             unit_cost=lr.decimal("unitCost"),
             total_cost=lr.decimal("totalCost"),
-            expense_code=lr.str("expenseCode"),
-            accounting_class=lr.str("accountingClass"),
+            expense_code=lr.text("expenseCode"),
+            accounting_class=lr.text("accountingClass"),
         ))
     fees = [
-        PurchaseOrderFee(id=fr.req_str("id"), name=fr.str("name") or "", value=fr.decimal("value", required=True)
-                         or Decimal(0), etag=fr.str("_etag") or "")
+        PurchaseOrderFee(id=fr.req_str("id"), name=fr.text("name") or "", value=fr.decimal("value", required=True)
+                         or Decimal(0), etag=fr.text("_etag") or "")
         for fr in r.items("fees")
     ]
     return PurchaseOrder(
         id=po_id,
         status=r.req_str("status"),
-        etag=r.str("_etag") or "",
+        etag=r.text("_etag") or "",
         created_at=r.datetime("createdAt"),
         updated_at=r.datetime("updatedAt"),
         estimated_total_cost=r.decimal("estimatedTotalCost"),
-        currency=Currency(id=currency.str("id") or "", code=currency.req_str("code"), name=currency.str("name"))
+        currency=Currency(id=currency.text("id") or "", code=currency.req_str("code"), name=currency.text("name"))
         if currency else None,
-        supplier=Supplier(id=supplier.str("id") or "", name=supplier.req_str("name")) if supplier else None,
+        supplier=Supplier(id=supplier.text("id") or "", name=supplier.req_str("name")) if supplier else None,
         shipping_address=Address(
-            name=address.str("name"), street1=address.str("street1"), street2=address.str("street2"),
-            city=address.str("city"), state=address.str("state"), postal_code=address.str("postalCode"),
-            country=address.str("country"),
+            name=address.text("name"), street1=address.text("street1"), street2=address.text("street2"),
+            city=address.text("city"), state=address.text("state"), postal_code=address.text("postalCode"),
+            country=address.text("country"),
         ) if address else None,
-        notes=r.str("notes"),
+        notes=r.text("notes"),
         fees=tuple(fees),
         lines=tuple(lines),
     )

@@ -1,0 +1,1 @@
+"""The QBO side: OAuth connect and token store, the REST client, typed faults, client-side pacing."""

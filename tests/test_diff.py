@@ -1,0 +1,352 @@
+"""Tests for ionqbo.diff: desired payload vs the QBO object as read -> create / update / unchanged."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from ionqbo.diff import FieldChange, diff, render, update_body
+from ionqbo.mapping import ITEM_OWNED_FIELDS, PO_OWNED_FIELDS, close_payload
+
+
+def _desired() -> dict[str, Any]:
+    return {
+        "DocNumber": "1042",
+        "TxnDate": "2024-05-02",
+        "VendorRef": {"value": "41"},
+        "APAccountRef": {"value": "33"},
+        "ShipAddr": {"Line1": "Receiving", "City": "Los Angeles"},
+        "Line": [
+            {
+                "DetailType": "ItemBasedExpenseLineDetail",
+                "Amount": 25,
+                "Description": "Bracket",
+                "ItemBasedExpenseLineDetail": {"ItemRef": {"value": "101"}, "Qty": 10, "UnitPrice": 2.5},
+                "LineNum": 1,
+            },
+            {
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "Amount": 45.5,
+                "Description": "Shipping",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "90"}},
+                "LineNum": 2,
+            },
+        ],
+    }
+
+
+def _existing() -> dict[str, Any]:
+    """What QBO returns for the desired PO: defaults added, numbers re-typed, names on refs."""
+    return {
+        "Id": "257",
+        "SyncToken": "4",
+        "domain": "QBO",
+        "sparse": False,
+        "POStatus": "Open",
+        "EmailStatus": "NotSet",
+        "DocNumber": "1042",
+        "TxnDate": "2024-05-02",
+        "TotalAmt": 70.5,
+        "VendorRef": {"value": "41", "name": "Acme, Inc."},
+        "APAccountRef": {"value": "33", "name": "Accounts Payable (A/P)"},
+        "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
+        "ShipAddr": {"Id": "121", "Line1": "Receiving", "City": "Los Angeles"},
+        "Memo": "Call before delivery",
+        "CustomField": [
+            {"DefinitionId": "1", "Name": "Project", "Type": "StringType", "StringValue": "Apollo"}
+        ],
+        "Line": [
+            {
+                "Id": "1",
+                "LineNum": 1,
+                "DetailType": "ItemBasedExpenseLineDetail",
+                "Amount": 25.0,
+                "Description": "Bracket",
+                "ItemBasedExpenseLineDetail": {
+                    "ItemRef": {"value": "101", "name": "820412-001 Rev B"},
+                    "Qty": 10.0,
+                    "UnitPrice": "2.50",
+                    "TaxCodeRef": {"value": "NON"},
+                    "BillableStatus": "NotBillable",
+                },
+            },
+            {
+                "Id": "2",
+                "LineNum": 2,
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "Amount": 45.50,
+                "Description": "Shipping ",
+                "AccountBasedExpenseLineDetail": {
+                    "AccountRef": {"value": "90", "name": "Freight"},
+                    "TaxCodeRef": {"value": "NON"},
+                    "BillableStatus": "NotBillable",
+                },
+            },
+        ],
+        "MetaData": {
+            "CreateTime": "2024-05-02T06:31:00-07:00",
+            "LastUpdatedTime": "2024-05-03T10:00:00-07:00",
+        },
+    }
+
+
+def _with(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    node: Any = out
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[int(key)] if key.isdigit() else node[key]
+    last = keys[-1]
+    if value is _DELETE:
+        if last.isdigit():
+            del node[int(last)]
+        else:
+            del node[last]
+    elif last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return out
+
+
+_DELETE = object()
+
+CASES = [
+    pytest.param(_desired(), _existing(), "unchanged", [], id="unchanged-with-qbo-defaults"),
+    pytest.param(
+        _with(_desired(), "ShipAddr.City", "Pasadena"),
+        _existing(),
+        "update",
+        [FieldChange("ShipAddr.City", "Los Angeles", "Pasadena")],
+        id="one-field",
+    ),
+    pytest.param(
+        _with(_desired(), "Line.0.Amount", 26),
+        _existing(),
+        "update",
+        [FieldChange("Line[1].Amount", "25", "26")],
+        id="line-amount",
+    ),
+    pytest.param(
+        _with(_desired(), "VendorRef", {"value": "42"}),
+        _existing(),
+        "update",
+        [FieldChange("VendorRef", "41", "42")],
+        id="ref-by-value",
+    ),
+    pytest.param(
+        _with(_desired(), "Line.0.ItemBasedExpenseLineDetail.UnitPrice", 2.4),
+        _existing(),
+        "update",
+        [FieldChange("Line[1].ItemBasedExpenseLineDetail.UnitPrice", "2.50", "2.4")],
+        id="nested",
+    ),
+    pytest.param(
+        _with(
+            _desired(),
+            "Line",
+            [
+                *_desired()["Line"],
+                {
+                    "DetailType": "AccountBasedExpenseLineDetail",
+                    "Amount": 20,
+                    "Description": "Expedite",
+                    "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "92"}},
+                    "LineNum": 3,
+                },
+            ],
+        ),
+        _existing(),
+        "update",
+        [FieldChange("Line[3]", "(none)", "Amount=20, Description=Expedite, AccountRef=92")],
+        id="line-added",
+    ),
+    pytest.param(
+        _with(_desired(), "Line.1", _DELETE),
+        _existing(),
+        "update",
+        [
+            FieldChange(
+                "Line[2]",
+                "Amount=45.5, Description=Shipping , AccountRef=90, TaxCodeRef=NON, "
+                "BillableStatus=NotBillable",
+                "(none)",
+            )
+        ],
+        id="line-removed",
+    ),
+    pytest.param(
+        _with(_desired(), "ShipAddr.Line2", ""), _existing(), "unchanged", [], id="empty-equals-missing"
+    ),
+    pytest.param(
+        _with(_desired(), "Memo", "ionqbo must not compare this"),
+        _existing(),
+        "unchanged",
+        [],
+        id="not-owned-ignored",
+    ),
+    pytest.param(
+        _with(_desired(), "TxnDate", "2024-05-03"),
+        _existing(),
+        "update",
+        [FieldChange("TxnDate", "2024-05-02", "2024-05-03")],
+        id="date",
+    ),
+    pytest.param(
+        _with(_desired(), "CurrencyRef", {"value": "EUR"}),
+        _existing(),
+        "update",
+        [FieldChange("CurrencyRef", "USD", "EUR")],
+        id="currency-sent",
+    ),
+]
+
+
+@pytest.mark.parametrize(("desired", "existing", "action", "fields"), CASES)
+def test_diff(
+    desired: dict[str, Any], existing: dict[str, Any], action: str, fields: list[FieldChange]
+) -> None:
+    change = diff(desired, existing, PO_OWNED_FIELDS)
+    assert change.action == action
+    assert change.fields == fields
+
+
+def test_update_body_keeps_the_accountants_fields_and_replaces_owned_ones() -> None:
+    desired = _with(_desired(), "ShipAddr.City", "Pasadena")
+    existing = _existing()
+    before = copy.deepcopy(existing)
+    change = diff(desired, existing, PO_OWNED_FIELDS)
+    body = change.body
+    assert existing == before  # inputs are not modified
+    # kept: identity, concurrency, and everything the accountant owns
+    assert body["Id"] == "257"
+    assert body["SyncToken"] == "4"
+    assert body["Memo"] == "Call before delivery"
+    assert body["CustomField"] == existing["CustomField"]
+    assert body["POStatus"] == "Open"
+    assert body["EmailStatus"] == "NotSet"
+    assert body["CurrencyRef"] == existing["CurrencyRef"]  # owned but not sent: left as QBO has it
+    # dropped: read-only
+    for key in ("TotalAmt", "MetaData", "domain", "sparse"):
+        assert key not in body
+    # replaced as a whole: ShipAddr loses QBO's Id, lines carry no line Id
+    assert body["ShipAddr"] == {"Line1": "Receiving", "City": "Pasadena"}
+    assert body["Line"] == desired["Line"]
+    assert all("Id" not in line for line in body["Line"])
+    json.dumps(body)
+
+
+def test_create() -> None:
+    change = diff(_desired(), None, PO_OWNED_FIELDS)
+    assert change.action == "create"
+    assert change.body == _desired()
+    paths = [f.path for f in change.fields]
+    assert paths[:5] == ["DocNumber", "TxnDate", "VendorRef", "APAccountRef", "ShipAddr.Line1"]
+    assert (
+        FieldChange("Line[2]", "(none)", "Amount=45.5, Description=Shipping, AccountRef=90") in change.fields
+    )
+    assert all(f.old == "(none)" for f in change.fields)
+
+
+def test_lines_are_compared_in_linenum_order() -> None:
+    existing = _existing()
+    existing["Line"].reverse()
+    assert diff(_desired(), existing, PO_OWNED_FIELDS).action == "unchanged"
+
+
+def test_item_update_never_touches_quantity_or_accounts() -> None:
+    desired = {
+        "Name": "820412-001 Rev B",
+        "Sku": "820412-001",
+        "Type": "Inventory",
+        "TrackQtyOnHand": True,
+        "QtyOnHand": 0,
+        "InvStartDate": "2024-04-30",
+        "AssetAccountRef": {"value": "81"},
+        "IncomeAccountRef": {"value": "79"},
+        "ExpenseAccountRef": {"value": "80"},
+        "PurchaseDesc": "Bracket v2",
+        "Description": "Bracket v2",
+        "PurchaseCost": 2.75,
+    }
+    existing = {
+        "Id": "101",
+        "SyncToken": "7",
+        "Name": "820412-001 Rev B",
+        "Sku": "820412-001",
+        "FullyQualifiedName": "820412-001 Rev B",
+        "Type": "Inventory",
+        "TrackQtyOnHand": True,
+        "QtyOnHand": 140,
+        "InvStartDate": "2023-01-01",
+        "AssetAccountRef": {"value": "81"},
+        "IncomeAccountRef": {"value": "79"},
+        "ExpenseAccountRef": {"value": "85"},
+        "PurchaseDesc": "Bracket",
+        "Description": "Bracket",
+        "PurchaseCost": 2.5,
+        "UnitPrice": 9,
+        "Active": True,
+        "MetaData": {},
+    }
+    change = diff(desired, existing, ITEM_OWNED_FIELDS)
+    assert change.action == "update"
+    assert [f.path for f in change.fields] == ["PurchaseDesc", "Description", "PurchaseCost"]
+    body = change.body
+    assert body["QtyOnHand"] == 140
+    assert body["InvStartDate"] == "2023-01-01"
+    assert body["ExpenseAccountRef"] == {"value": "85"}  # an accountant re-pointed it: kept
+    assert body["UnitPrice"] == 9
+    assert body["PurchaseCost"] == 2.75
+    assert "FullyQualifiedName" not in body
+    assert "MetaData" not in body
+
+
+def test_close_via_diff_matches_close_payload() -> None:
+    existing = _existing()
+    change = diff({"POStatus": "Closed"}, existing, ["POStatus"])
+    assert change.action == "update"
+    assert change.fields == [FieldChange("POStatus", "Open", "Closed")]
+    assert change.body == close_payload(existing)
+    assert change.body["Line"] == [{k: v for k, v in line.items()} for line in existing["Line"]]  # Ids kept
+    closed = {**existing, "POStatus": "Closed"}
+    assert diff({"POStatus": "Closed"}, closed, ["POStatus"]).action == "unchanged"
+
+
+RENDER = [
+    pytest.param(25.0, "25", id="float-integral"),
+    pytest.param("25.00", "25.00", id="string-as-is"),
+    pytest.param(0.1, "0.1", id="float"),
+    pytest.param(1e-7, "0.0000001", id="no-exponent"),
+    pytest.param(True, "true", id="bool"),
+    pytest.param(None, "(none)", id="none"),
+    pytest.param("", "(none)", id="empty"),
+    pytest.param({"value": "41", "name": "Acme"}, "41", id="ref"),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), RENDER)
+def test_render(value: Any, expected: str) -> None:
+    assert render(value) == expected
+
+
+NUMBERS = [
+    pytest.param(25, 25.0, True, id="int-float"),
+    pytest.param(25, "25.00", True, id="int-string"),
+    pytest.param(0.1, "0.10", True, id="float-string"),
+    pytest.param(2.5, 2.51, False, id="different"),
+    pytest.param(True, 1, False, id="bool-is-not-a-number"),
+]
+
+
+@pytest.mark.parametrize(("new", "old", "equal"), NUMBERS)
+def test_numbers_compare_as_decimal(new: Any, old: Any, equal: bool) -> None:
+    change = diff({"Amount": new}, {"Amount": old}, ["Amount"])
+    assert (change.action == "unchanged") is equal
+
+
+def test_update_body_empty_value_removes_field() -> None:
+    assert update_body({"Id": "1", "ShipAddr": {"City": "X"}, "TotalAmt": 3}, {"ShipAddr": {}}) == {"Id": "1"}

@@ -1,0 +1,141 @@
+"""End to end: the real CLI (a subprocess) against the sandbox emulators over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from decimal import Decimal
+from typing import Any
+
+from conftest import Env
+
+ORDERED = {"1042", "1043", "1044"}  # the sample's ordered POs that map cleanly; 1045 lacks an account
+
+
+def qbo_pos(env: Env) -> list[dict[str, Any]]:
+    return [po for po in env.box.qbo.dump()["PurchaseOrder"] if po.get("status") != "Deleted"]
+
+
+def docnumbers(env: Env) -> collections.Counter[str]:
+    return collections.Counter(str(po.get("DocNumber")) for po in qbo_pos(env))
+
+
+def test_first_sync_creates_everything_and_the_second_writes_nothing(env: Env) -> None:
+    first = env.run("sync", "--json")
+    assert first.code == 3, first.stderr
+    report = first.json()
+    assert report["purchase_orders"]["created"] == 3
+    assert report["parts"]["created"] == 5
+    assert [(f["kind"], f["ion_id"], f["code"]) for f in report["failures"]] == [
+        ("purchase_order", "1045", "mapping")]
+    assert "7777" in report["failures"][0]["message"]
+    assert docnumbers(env) == collections.Counter(ORDERED)
+
+    env.box.qbo.reset_counters()
+    second = env.run("sync", "--json")
+    assert second.code == 3  # 1045 is still parked: the books are not complete
+    assert env.box.qbo.counters["writes"] == 0
+    assert second.json()["purchase_orders"]["created"] == 0
+    assert docnumbers(env) == collections.Counter(ORDERED)
+
+
+def test_json_report_has_the_contract_fields(env: Env) -> None:
+    report = env.run("sync", "--json").json()
+    for key in ("ok", "exit_code", "dry_run", "purchase_orders", "parts", "failures", "requests"):
+        assert key in report
+    assert set(report["purchase_orders"]) >= {"created", "updated", "unchanged", "closed", "failed"}
+    assert set(report["parts"]) >= {"created", "updated", "unchanged", "failed"}
+    assert set(report["failures"][0]) >= {"kind", "ion_id", "code", "message"}
+    assert report["requests"]["ion"] > 0 and report["requests"]["qbo"] > 0
+    assert report["ok"] is False and report["exit_code"] == 3
+
+
+def test_an_ion_edit_gives_exactly_one_update(env: Env) -> None:
+    assert env.run("sync").code == 3
+    env.box.ion.update_line(1042, 5001, {"quantity": 30, "totalCost": 1275.0})
+    env.box.qbo.reset_counters()
+    run = env.run("sync", "--json")
+    report = run.json()
+    assert report["purchase_orders"]["updated"] == 1, run.stdout
+    assert env.box.qbo.counters["writes"] == 1
+    po = next(p for p in qbo_pos(env) if p["DocNumber"] == "1042")
+    line = next(ln for ln in po["Line"] if ln.get("Description", "").startswith("Bracket"))
+    assert Decimal(str(line["ItemBasedExpenseLineDetail"]["Qty"])) == 30
+    assert Decimal(str(line["Amount"])) == Decimal("1275.00")
+    assert po["SyncToken"] == "1"
+
+
+def test_dry_run_writes_nothing_and_shows_the_field_changes(env: Env) -> None:
+    assert env.run("sync").code == 3
+    state_before = (env.state_dir / "state.json").read_text()
+    env.box.ion.update_line(1042, 5001, {"quantity": 30, "totalCost": 1275.0})
+    env.box.qbo.reset_counters()
+    run = env.run("sync", "--dry-run")
+    assert env.box.qbo.counters["writes"] == 0
+    assert "Dry run" in run.stdout
+    assert "1042" in run.stdout and "Qty" in run.stdout and "30" in run.stdout and "24" in run.stdout
+    assert (env.state_dir / "state.json").read_text() == state_before
+    # and a real run afterwards still does the update
+    assert env.run("sync", "--json").json()["purchase_orders"]["updated"] == 1
+
+
+def test_missing_vendor_exits_3_and_syncs_once_the_vendor_exists(env: Env) -> None:
+    env.box.ion.add_supplier({"id": 9, "name": "Nova Tooling Inc"}) if hasattr(env.box.ion, "add_supplier") else None
+    env.box.ion.add_purchase_order({
+        "id": 2001, "status": "ORDERED", "supplierId": 9, "currencyId": 1,
+        "purchaseOrderLines": [{"id": 9001, "quantity": 1, "unitCost": 10, "totalCost": 10,
+                                "expenseCode": "6100", "description": "end mills"}],
+        "fees": [],
+    })
+    run = env.run("sync", "--json")
+    assert run.code == 3
+    failure = next(f for f in run.json()["failures"] if f["ion_id"] == "2001")
+    assert "Nova Tooling Inc" in failure["message"]
+    assert "2001" not in docnumbers(env)
+    status = env.run("status", "--json").json()
+    assert any(q["ion_id"] == "2001" and q["parked"] for q in status["queue"])
+
+    env.box.qbo.load({"Vendor": [{"DisplayName": "Nova Tooling Inc", "Active": True, "CurrencyRef": {"value": "USD"}}]})
+    again = env.run("sync", "--json")
+    assert again.json()["purchase_orders"]["created"] == 1
+    assert docnumbers(env)["2001"] == 1
+
+
+def test_a_po_canceled_in_ion_is_closed_in_qbo(env: Env) -> None:
+    assert env.run("sync").code == 3
+    env.box.ion.update_purchase_order(1043, {"status": "CANCELED"})
+    report = env.run("sync", "--json").json()
+    assert report["purchase_orders"]["closed"] == 1
+    po = next(p for p in qbo_pos(env) if p["DocNumber"] == "1043")
+    assert po["POStatus"] == "Closed"
+    assert docnumbers(env)["1043"] == 1  # closed, never deleted
+
+
+def _many_pos(env: Env, count: int) -> None:
+    for i in range(count):
+        env.box.ion.add_purchase_order({
+            "id": 3000 + i, "status": "ORDERED", "supplierId": 1, "currencyId": 1,
+            "purchaseOrderLines": [{"id": 30000 + i, "partId": 10, "quantity": 1 + i % 5, "unitCost": 42.5,
+                                    "totalCost": 42.5 * (1 + i % 5)}],
+            "fees": [{"id": 40000 + i, "name": "Shipping", "value": 5}],
+        })
+
+
+def test_sigkill_in_the_middle_of_the_writes_leaves_one_qbo_po_per_ion_po(env: Env) -> None:
+    _many_pos(env, 90)
+    env.box.qbo.faults.configure(latency=0.15)
+    proc = env.popen("sync")
+    deadline = time.monotonic() + 60
+    while env.box.qbo.counters.get("writes", 0) < 40 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    env.box.qbo.faults.configure(latency=0.0)
+    assert 0 < len(qbo_pos(env)) < 93
+    run = env.run("sync", "--json")
+    assert run.code == 3, run.stderr  # 1045 stays parked
+    counts = docnumbers(env)
+    expected = ORDERED | {str(3000 + i) for i in range(90)}
+    assert set(counts) == expected
+    assert all(n == 1 for n in counts.values()), [d for d, n in counts.items() if n > 1]
