@@ -248,7 +248,11 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         progress = _progress_for(sys.stderr)
         syncer = Syncer(settings, ion=ion, qbo=qbo, store=StateStore(settings.state_path),
                         realm_id=auth.realm_id, progress=progress)
-        report = syncer.run(SyncOptions(since=since_at, dry_run=dry_run, po_ids=po_ids, parts=parts))
+        try:
+            report = syncer.run(SyncOptions(since=since_at, dry_run=dry_run, po_ids=po_ids, parts=parts))
+        finally:
+            if progress is not None:
+                progress.close()
         _after_sync(settings, ion, report)
         from ionqbo.report import render_sync, to_json
 
@@ -256,17 +260,11 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         sys.exit(report.exit_code)
 
 
-def _progress_for(stream: Any) -> Callable[[str, int], None] | None:
-    from ionqbo.progress import progress_enabled
+def _progress_for(stream: Any) -> Any:
+    """A progress bar per stream on a terminal; None on a pipe or a log file (nothing is drawn)."""
+    from ionqbo.progress import StreamProgress, progress_enabled
 
-    if not progress_enabled(stream):
-        return None
-
-    def show(stream_name: str, done: int) -> None:
-        stream.write(f"\r{stream_name}: {done} read")
-        stream.flush()
-
-    return show
+    return StreamProgress(stream) if progress_enabled(stream) else None
 
 
 def _after_sync(settings: Settings, ion: Any, report: Any) -> None:

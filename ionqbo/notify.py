@@ -431,9 +431,9 @@ def healthcheck_outcome(exit_code: int) -> bool | None:
     sync holds the lock) does not ping, so a sync stuck holding the lock shows up as a missed ping
     instead of being hidden by the skipped runs. Everything else (1, 2, 4, 5) is a failure.
     """
-    if exit_code == 75:
+    if exit_code == ExitCode.LOCKED:
         return None
-    return exit_code in (0, 3)
+    return exit_code in (ExitCode.OK, ExitCode.PARTIAL)
 
 
 def ping_healthcheck(
