@@ -419,4 +419,4 @@ def main() -> None:
     cli(prog_name="ionqbo")
 
 
-__all__ = ["cli", "main", "replace", "UsageError"]
+__all__ = ["UsageError", "cli", "main", "replace"]

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from ionqbo import mapping
 from ionqbo.config import Settings
-from ionqbo.diff import diff
+from ionqbo.diff import FieldChange, diff
 from ionqbo.errors import (
     ApiError,
     AuthError,
@@ -36,7 +36,6 @@ from ionqbo.errors import (
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
 from ionqbo.qbo.client import quote
 from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
-from ionqbo.diff import FieldChange
 from ionqbo.report import Failure, Outcome, SyncReport
 from ionqbo.state import LedgerEntry, State, StateStore, SyncLock
 
@@ -56,6 +55,14 @@ LOOKUP_SIZE = 300
 # How often a write that met a stale SyncToken (5010) or a duplicate is re-read and re-tried in a run.
 WRITE_ROUNDS = 3
 CANCELED = "CANCELED"
+# Reference data cached in the state between runs (qbo-api.md section 8: CDC looks back at most 30
+# days and returns at most 1000 objects).
+REFS_CACHE_KEY = "qbo_refs"
+CDC_MAX_AGE = timedelta(days=29)
+CDC_SKEW = timedelta(minutes=5)  # clock skew between this machine and QBO
+CDC_MAX_OBJECTS = 1000
+# Preferences (multicurrency, class tracking, ...) change rarely; CDC is not documented to carry them.
+PREFERENCES_TTL = timedelta(hours=1)
 
 
 class IonSource(Protocol):
@@ -83,6 +90,8 @@ class QboSink(Protocol):
     def batch(self, items: list[BatchItem], *, request_id: str | None = None) -> list[BatchResult]: ...
 
     def preferences(self) -> dict[str, Any]: ...
+
+    def cdc(self, entities: Sequence[str], changed_since: datetime) -> dict[str, list[dict[str, Any]]]: ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,7 @@ class _Write:
     ion_updated_at: datetime | None = None
     ion_etag: str = ""
     payload_hash: str = ""
+    part_ids: tuple[str, ...] = ()  # the parts whose items a PO's lines use
 
 
 class Syncer:
@@ -147,6 +157,7 @@ class Syncer:
         self._item_owner: dict[str, str] = {}  # lower(item name) -> ION part id (this run)
         self._mappings = _load_mappings(settings)
         self._handled: dict[str, str] = {}  # "kind:id" -> the ION _etag handled in this run
+        self._stale_items: set[str] = set()  # QBO item ids that changed in QBO since the last run
 
     def _first_time(self, kind: str, ion_id: str, etag: str) -> bool:
         """False for a record this run already handled in the same version (queue retry, then stream)."""
@@ -333,6 +344,14 @@ class Syncer:
                 continue
             self._item_owner[name_key] = part.id
             desired_by_part[part.id] = (part, body)
+        if not update_existing:
+            # Items this ionqbo created or matched before, unchanged in QBO since: no lookup needed.
+            for part_id in list(desired_by_part):
+                entry = self._state.ledger.get(f"{PART_KIND}:{part_id}")
+                if entry is not None and entry.qbo_id and entry.qbo_id not in self._stale_items \
+                        and self._state.cache.get("config_hash") == self._config_hash():
+                    ids[part_id] = entry.qbo_id
+                    del desired_by_part[part_id]
         self._lookup_items([b["Name"] for _, b in desired_by_part.values()])
         writes: list[_Write] = []
         for part, body in desired_by_part.values():
@@ -457,6 +476,7 @@ class Syncer:
                 desired=body, owned=tuple(mapping.PO_OWNED_FIELDS), name=doc,
                 action="created" if change.action == "create" else "updated", changes=change.fields,
                 ion_updated_at=po.updated_at, ion_etag=po.etag, payload_hash=_hash(body),
+                part_ids=tuple(ln.part.id for ln in po.lines if ln.part is not None and not ln.expense_code),
             ))
         for po in canceled:
             found = existing.get(po.id, [])
@@ -531,6 +551,13 @@ class Syncer:
     def _handle_fault(self, w: _Write, fault: QboFault | None, *, last_round: bool) -> _Write | None:
         """Decide what a per-item fault means; returns a write to try again this run, or None."""
         code = fault.code if fault is not None else ""
+        if code in ("2500", "610") and w.part_ids and not self._options.dry_run:
+            # A reference QBO no longer accepts: maybe an item made inactive or deleted. Forget the
+            # ledger's item ids so the retry looks them up again.
+            for part_id in w.part_ids:
+                entry = self._state.ledger.get(f"{PART_KIND}:{part_id}")
+                if entry is not None:
+                    self._stale_items.add(entry.qbo_id)
         if fault is not None and code in ("5010", "6140", "6240") and not last_round:
             # 5010 stale SyncToken: someone changed it; 6140/6240: a create that already happened
             # (a crash or a lost answer). Read what QBO holds now, diff again, write what is left.
@@ -618,16 +645,20 @@ class Syncer:
     # ---- reference data ---------------------------------------------------------------------------
 
     def _references(self) -> mapping.References:
-        """Vendors, accounts, classes, currencies and preferences: read once per run, when needed."""
+        """Vendors, accounts, classes, currencies and preferences: read once per run, when needed.
+
+        Between runs they are cached in the state file and brought up to date with one change-data-
+        capture request (QBO keeps 30 days of changes and returns at most 1000 objects; past either
+        limit, or on any doubt, everything is read again). Preferences are re-read after an hour.
+        """
         if self._refs is None:
-            prefs = self.qbo.preferences()
-            multicurrency = bool(prefs.get("CurrencyPrefs", {}).get("MultiCurrencyEnabled"))
+            raw = self._reference_data()
             self._refs = mapping.References.build(
-                vendors=list(self.qbo.query_all("Vendor")),
-                accounts=list(self.qbo.query_all("Account")),
-                classes=list(self.qbo.query_all("Class")),
-                company_currencies=list(self.qbo.query_all("CompanyCurrency")) if multicurrency else [],
-                preferences=prefs,
+                vendors=raw["Vendor"],
+                accounts=raw["Account"],
+                classes=raw["Class"],
+                company_currencies=raw.get("CompanyCurrency", []),
+                preferences=raw["Preferences"],
                 ap_account_id=self.settings.qbo_ap_account_id,
                 fee_account_id=self.settings.qbo_fee_account_id,
                 asset_account_id=self.settings.qbo_inventory_asset_account_id,
@@ -637,6 +668,73 @@ class Syncer:
                 item_name_template=self.settings.item_name_template,
             )
         return self._refs
+
+    def _reference_data(self) -> dict[str, Any]:
+        now = self.now()
+        cache = self._state.cache.get(REFS_CACHE_KEY)
+        raw: dict[str, Any] | None = None
+        if isinstance(cache, dict) and cache.get("realm_id") == self.realm_id and cache.get("version") == 1:
+            raw = self._refresh_cached(cache, now)
+        if raw is None:
+            prefs = self.qbo.preferences()
+            raw = {"Preferences": prefs, "preferences_at": now.isoformat()}
+            for entity in self._ref_entities(prefs):
+                raw[entity] = list(self.qbo.query_all(entity, "Active IN (true, false)"))
+            raw.setdefault("CompanyCurrency", [])
+        raw.update({"version": 1, "realm_id": self.realm_id, "fetched_at": now.isoformat()})
+        if not self._options.dry_run:
+            self._state.cache[REFS_CACHE_KEY] = raw
+        return raw
+
+    @staticmethod
+    def _ref_entities(prefs: dict[str, Any]) -> list[str]:
+        body = prefs.get("Preferences", prefs)
+        multicurrency = bool((body.get("CurrencyPrefs") or {}).get("MultiCurrencyEnabled"))
+        return ["Vendor", "Account", "Class", *(["CompanyCurrency"] if multicurrency else [])]
+
+    def _refresh_cached(self, cache: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        """The cached reference data brought up to date with one CDC request, or None to read afresh."""
+        try:
+            fetched = datetime.fromisoformat(str(cache["fetched_at"]))
+            prefs_at = datetime.fromisoformat(str(cache["preferences_at"]))
+            raw = {k: cache[k] for k in ("Vendor", "Account", "Class", "CompanyCurrency", "Preferences")}
+        except (KeyError, TypeError, ValueError):
+            return None
+        if now - fetched > CDC_MAX_AGE:
+            return None
+        entities = [*self._ref_entities(raw["Preferences"]), "Item"]
+        try:
+            changes = self.qbo.cdc(entities, fetched - CDC_SKEW)
+        except (AuthError, UnavailableError):
+            raise
+        except ApiError as exc:
+            log.info("change data capture failed (%s); reading the reference data again", exc)
+            return None
+        if sum(len(v) for v in changes.values()) >= CDC_MAX_OBJECTS:
+            return None
+        for entity, changed in changes.items():
+            if entity == "Item":
+                # An item changed in QBO (renamed, made inactive, deleted): forget what the ledger
+                # knows of it, so the next PO that needs it looks it up again.
+                tokens = {e.qbo_id: e.sync_token for k, e in self._state.ledger.items() if k.startswith(PART_KIND)}
+                for obj in changed:
+                    item_id = str(obj.get("Id"))
+                    same = str(obj.get("SyncToken")) == tokens.get(item_id) and obj.get("Active", True) is not False
+                    if not same or obj.get("status") == "Deleted":
+                        self._stale_items.add(item_id)
+                continue
+            by_id = {str(obj.get("Id")): obj for obj in raw.get(entity, [])}
+            for obj in changed:
+                if obj.get("status") == "Deleted":
+                    by_id.pop(str(obj.get("Id")), None)
+                else:
+                    by_id[str(obj.get("Id"))] = obj
+            raw[entity] = list(by_id.values())
+        if now - prefs_at > PREFERENCES_TTL:
+            raw["Preferences"] = self.qbo.preferences()
+            prefs_at = now
+        raw["preferences_at"] = prefs_at.isoformat()
+        return raw
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
