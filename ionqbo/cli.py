@@ -257,6 +257,8 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         from ionqbo.report import render_sync, to_json
 
         click.echo(to_json(report.to_dict()) if as_json else render_sync(report))
+        if report.error:
+            click.echo(f"error: {redact(report.error)}", err=True)
         sys.exit(report.exit_code)
 
 
