@@ -382,7 +382,10 @@ def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multi
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             if print_env:
-                for key, value in box.env().items():
+                values = box.env()
+                # Keep the sandbox's cursor, queue and tokens apart from a real company's state.
+                values["IONQBO_STATE_DIR"] = str(Path.cwd() / "ionqbo-sandbox-state")
+                for key, value in values.items():
                     click.echo(f"{key}={value}")
                 sys.stdout.flush()
             click.echo(f"ION emulator on {box.ion_url}, QBO emulator on {box.qbo_url}; Ctrl-C stops", err=True)
