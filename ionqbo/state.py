@@ -798,6 +798,8 @@ class SyncLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
         except OSError as exc:
             raise StateError(f"cannot open lock file {self.path}: {exc.strerror or exc}") from exc
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, _FILE_MODE)  # O_CREAT's mode is cut by the umask; make it exact
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

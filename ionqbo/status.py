@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tabulate import tabulate
 
 from ionqbo.config import Settings
+from ionqbo.errors import IonqboError
+from ionqbo.qbo.auth import TokenStore
 from ionqbo.state import StateStore
 
 # Warn this long before a QBO refresh token (rolling 100 days, hard 5 years) runs out.
@@ -25,29 +26,57 @@ def _parse(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def token_health(settings: Settings, now: datetime) -> dict[str, Any]:
-    """Expiries from the token store (never the tokens themselves), with warnings."""
+    """Expiries from the token store (never the tokens themselves), with warnings.
+
+    The store is read with :class:`ionqbo.qbo.auth.TokenStore`, so its format (version, field names)
+    is the one the sync uses. No network: a refresh token QBO revoked still looks valid here.
+
+    Args:
+        settings: where the store is, and the QBO environment and company it should belong to.
+        now: the current time (timezone-aware).
+
+    Returns:
+        ``connected``, ``store``, ``environment``, ``realm_id``, ``connected_at``,
+        ``access_token_expires_at``, ``refresh_token_expires_at``, ``refresh_token_hard_expires_at``
+        (ISO UTC or None) and ``warnings`` (sentences, each with what to do).
+    """
     path = settings.token_store_path
-    if not path.exists():
+    try:
+        record = TokenStore(path).load()
+    except IonqboError as exc:
+        return {"connected": False, "store": str(path), "warnings": [f"token store unreadable: {exc.message}"
+                                                                     + (f" ({exc.hint})" if exc.hint else "")]}
+    if record is None:
         seeded = bool(settings.qbo_refresh_token)
         return {"connected": False, "store": str(path), "warnings": [
             "not connected yet: run `ionqbo connect`" if not seeded else
             "QBO_REFRESH_TOKEN is set: the first sync seeds the token store"]}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return {"connected": False, "store": str(path), "warnings": [f"token store unreadable: {exc}"]}
     health: dict[str, Any] = {
-        "connected": bool(raw.get("refresh_token")),
+        "connected": bool(record.refresh_token),
         "store": str(path),
-        "environment": raw.get("environment"),
-        "realm_id": raw.get("realm_id"),
-        "connected_at": raw.get("connected_at"),
-        "access_token_expires_at": raw.get("access_expires_at"),
-        "refresh_token_expires_at": raw.get("refresh_expires_at"),
-        "refresh_token_hard_expires_at": raw.get("refresh_hard_expires_at"),
+        "environment": record.environment,
+        "realm_id": record.realm_id,
+        "connected_at": _iso(record.connected_at),
+        "access_token_expires_at": _iso(record.access_expires_at),
+        "refresh_token_expires_at": _iso(record.refresh_expires_at),
+        "refresh_token_hard_expires_at": _iso(record.refresh_hard_expires_at),
         "warnings": [],
     }
+    if settings.qbo_realm_id and settings.qbo_realm_id != record.realm_id:
+        health["warnings"].append(
+            f"the token store is connected to QBO company {record.realm_id} but QBO_REALM_ID is "
+            f"{settings.qbo_realm_id}: a sync will refuse to run; fix QBO_REALM_ID or run `ionqbo connect`")
+    if settings.qbo_environment != record.environment:
+        health["warnings"].append(
+            f"the token store was connected in the QBO {record.environment} environment but QBO_ENVIRONMENT is "
+            f"{settings.qbo_environment}: a sync will refuse to run; fix QBO_ENVIRONMENT or run `ionqbo connect`")
     for key, label in (("refresh_token_expires_at", "the QBO refresh token"),
                        ("refresh_token_hard_expires_at", "the QBO refresh token's 5-year limit")):
         when = _parse(health.get(key))
@@ -72,10 +101,11 @@ def collect_status(settings: Settings, now: datetime | None = None) -> dict[str,
             "kind": entry.kind, "ion_id": entry.ion_id, "code": entry.code, "message": entry.message,
             "hint": entry.hint, "attempts": entry.attempts, "parked": entry.parked,
             "state": "parked" if entry.parked else ("due" if due else "waiting"),
-            "first_failed_at": entry.first_failed_at, "last_failed_at": entry.last_failed_at,
-            "next_retry_at": entry.next_retry_at,
+            "first_failed_at": entry.first_failed_at.isoformat(), "last_failed_at": entry.last_failed_at.isoformat(),
+            "next_retry_at": entry.next_retry_at.isoformat(),
         })
     return {
+        "now": now.isoformat(),
         "state_file": str(settings.state_path),
         "qbo_environment": settings.qbo_environment,
         "qbo_realm_id": settings.qbo_realm_id or None,
@@ -128,8 +158,12 @@ def render_status(data: dict[str, Any]) -> str:
         out.append("queued records: none")
     out.append("")
     if tokens.get("connected"):
+        access = tokens.get("access_token_expires_at")
+        access_at, now = _parse(access), _parse(data.get("now"))
+        if access_at is not None and now is not None and access_at <= now:
+            access = f"{access} (expired; the next run refreshes it)"
         out.append(
-            f"QBO tokens: access token until {tokens.get('access_token_expires_at') or '-'}; refresh token until "
+            f"QBO tokens: access token until {access or '-'}; refresh token until "
             f"{tokens.get('refresh_token_expires_at') or '-'}; hard limit {tokens.get('refresh_token_hard_expires_at') or 'unknown'}"
         )
     for warning in tokens.get("warnings", []):

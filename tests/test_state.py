@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -491,7 +492,7 @@ def test_unversioned_state_is_upgraded_with_a_warning(
 # ---- modes and temp files ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o000, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o000, 0o077, 0o277])
 def test_modes_dir_0700_and_file_0600(tmp_path: Path, umask: int) -> None:
     old = os.umask(umask)
     try:
@@ -516,6 +517,16 @@ def test_save_tightens_a_loose_file_and_leaves_an_existing_dir_alone(tmp_path: P
     store.save(State())
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+
+
+def test_save_fixes_the_mode_of_a_leftover_temp_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    mine = tmp_path / f".state.json.{os.getpid()}.tmp"  # left by an earlier save of this process
+    _write(mine, "{")
+    mine.chmod(0o644)
+    store.save(State())
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert store.load() == State()
 
 
 def test_save_sweeps_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
@@ -719,13 +730,29 @@ def _start_holder(lock_path: Path, children: list[subprocess.Popen[str]]) -> sub
     return child
 
 
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Fail instead of hanging if a lock attempt blocks (it must be non-blocking)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise AssertionError(f"blocked for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_second_process_gets_locked_error_at_once(
     tmp_path: Path, children: list[subprocess.Popen[str]]
 ) -> None:
     lock_path = tmp_path / "sync.lock"
     holder = _start_holder(lock_path, children)
     started = time.monotonic()
-    with pytest.raises(LockedError) as info, SyncLock(lock_path, clock=lambda: T0):
+    with _deadline(2), pytest.raises(LockedError) as info, SyncLock(lock_path, clock=lambda: T0):
         pytest.fail("the lock was taken twice")
     assert time.monotonic() - started < 1.0  # non-blocking
     assert f"pid {holder.pid}" in str(info.value)
@@ -771,7 +798,7 @@ def test_lock_in_the_same_process(tmp_path: Path) -> None:
     lock_path = tmp_path / "sync.lock"
     first = SyncLock(lock_path, clock=lambda: T0)
     with first:
-        with pytest.raises(LockedError, match=f"pid {os.getpid()}"):
+        with _deadline(2), pytest.raises(LockedError, match=f"pid {os.getpid()}"):
             SyncLock(lock_path).acquire()
         with pytest.raises(RuntimeError, match="already held"):
             first.acquire()
