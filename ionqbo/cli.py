@@ -165,10 +165,10 @@ def connect(no_browser: bool, timeout: float) -> None:
         ionqbo connect
         ionqbo connect --no-browser      # on a server: paste the redirect URL back
     """
-    from ionqbo.qbo.auth import TokenStore
-    from ionqbo.qbo.auth import connect as do_connect
-
     with _errors():
+        from ionqbo.qbo.auth import TokenStore
+        from ionqbo.qbo.auth import connect as do_connect
+
         settings = _settings(require=("QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REDIRECT_URI"))
         store = TokenStore(settings.token_store_path)
 
@@ -237,10 +237,10 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         ionqbo sync --dry-run             # show what would change
         ionqbo sync --po 1042 --po 1043   # just these POs
     """
-    from ionqbo.state import StateStore
-    from ionqbo.sync import Syncer, SyncOptions
-
     with _errors():
+        from ionqbo.state import StateStore
+        from ionqbo.sync import Syncer, SyncOptions
+
         since_at = _parse_since(since)
         require = SYNC_KEYS + (PART_KEYS if parts else ())
         settings = _settings(require=require)
@@ -291,9 +291,9 @@ def status(as_json: bool) -> None:
         ionqbo status
         ionqbo status --json
     """
-    from ionqbo.status import collect_status, render_status
-
     with _errors():
+        from ionqbo.status import collect_status, render_status
+
         settings = _settings()
         data = collect_status(settings)
         click.echo(json.dumps(data, indent=2, default=str) if as_json else render_status(data))
@@ -312,9 +312,9 @@ def retry(ids: tuple[str, ...]) -> None:
         ionqbo retry            # all
         ionqbo retry 1045       # purchase order 1045
     """
-    from ionqbo.state import StateStore, SyncLock
-
     with _errors():
+        from ionqbo.state import StateStore, SyncLock
+
         settings = _settings()
         store = StateStore(settings.state_path)
         with SyncLock(settings.lock_path):
@@ -342,9 +342,9 @@ def check_mappings(as_json: bool) -> None:
         ionqbo check-mappings
         ionqbo check-mappings --json
     """
-    from ionqbo.checks import render_checks, run_checks
-
     with _errors():
+        from ionqbo.checks import render_checks, run_checks
+
         settings = _settings(require=ION_KEYS + QBO_KEYS + ("QBO_AP_ACCOUNT_ID",))
         ion, _auth, qbo = _clients(settings)
         result = run_checks(settings, ion=ion, qbo=qbo)
@@ -373,9 +373,9 @@ def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multi
         ionqbo sandbox --print-env > .env     # then, in another shell:
         ionqbo sync
     """
-    from ionqbo.sandbox.server import Sandbox
-
     with _errors():
+        from ionqbo.sandbox.server import Sandbox
+
         box = Sandbox(sample=not empty, multicurrency=not no_multicurrency, ion_port=ion_port, qbo_port=qbo_port,
                       rate_limits=rate_limits, latency=latency).start()
         stop = threading.Event()
@@ -408,9 +408,9 @@ def demo(keep_state: str | None) -> None:
     Example:
         ionqbo demo
     """
-    from ionqbo.demo import run_demo
-
     with _errors():
+        from ionqbo.demo import run_demo
+
         g = _globals()
         level = logging.WARNING if not g.verbose else logging.DEBUG
         setup_logging(level=level, fmt="json" if g.log_format == "json" else "text",

@@ -142,7 +142,10 @@ def render_sync(report: SyncReport) -> str:
             out.append(tabulate(detail, headers=["record", "action", "field", "QBO now", "from ION"], tablefmt="simple"))
     if report.failures:
         out.append("")
-        out.append(f"{len(report.failures)} record(s) could not be synced; they stay queued:")
+        if report.dry_run:
+            out.append(f"{len(report.failures)} record(s) would fail (a real run queues them):")
+        else:
+            out.append(f"{len(report.failures)} record(s) could not be synced; they stay queued:")
         rows = [[_kind(f.kind), f.ion_id, f.code, f.message, f.hint or ""] for f in report.failures]
         out.append(tabulate(rows, headers=["record", "ION id", "error", "reason", "fix"], tablefmt="simple",
                             maxcolwidths=[None, None, None, 60, 60]))

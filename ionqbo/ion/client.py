@@ -346,7 +346,13 @@ class IonClient:
         """
         name, _ = _operation(query)
         root = queries.ROOTS[name]
-        data, errors = self._execute(query, variables)
+        try:
+            data, errors = self._execute(query, variables)
+        except IonGraphQLError as exc:
+            spoiled = _node_errors(exc.errors, root)
+            if spoiled is None or name not in queries.KEYS:
+                raise
+            return self._page_around(query, variables, spoiled)
         per_node: dict[int, list[dict[str, Any]]] = {}
         for error in errors:
             path = error.get("path") if isinstance(error, dict) else None
@@ -357,6 +363,59 @@ class IonClient:
                 self._raise_errors(errors, what=f"ION {name}", partial=True)
         nodes, has_next, end = _connection(data, root, name)
         return [_Node(node, per_node.get(i, [])) for i, node in enumerate(nodes)], has_next, end
+
+    def _page_around(self, query: str, variables: dict[str, Any], spoiled: dict[int, list[dict[str, Any]]]
+                     ) -> tuple[list[_Node], bool, str | None]:
+        """The page ION nulled whole because some records hold a value GraphQL cannot return.
+
+        A NaN or a null in a non-null field nulls its parents up to the connection, so one bad record
+        would hide the page, every run. The same page is read again with keys only (id, updatedAt):
+        the records the errors point at become InvalidRecords naming the field, and the others are
+        read in full by id (again, as long as that read still finds spoiled records).
+        """
+        name, _ = _operation(query)
+        keys_query = queries.KEYS[name]
+        keys_name, _ = _operation(keys_query)
+        data, _errors = self._execute(keys_query, variables)
+        keys, has_next, end = _connection(data, queries.ROOTS[keys_name], keys_name)
+        bad = {node_id(keys[i]): errs for i, errs in spoiled.items() if i < len(keys)}
+        wanted = [node_id(k) for k in keys if node_id(k) not in bad]
+        full: dict[str, _Node] = {}
+        try:
+            full.update(self._read_ids(query, variables, wanted))
+        except IonGraphQLError as exc:
+            if _node_errors(exc.errors, queries.ROOTS[name]) is None:
+                raise
+            for ion_id in wanted:  # more spoiled records than the first answer showed: one at a time
+                try:
+                    full.update(self._read_ids(query, variables, [ion_id]))
+                except IonGraphQLError as one:
+                    pinned = _node_errors(one.errors, queries.ROOTS[name])
+                    if pinned is None:
+                        raise
+                    bad[ion_id] = next(iter(pinned.values()))
+        out = []
+        for key in keys:
+            ion_id = node_id(key)
+            if ion_id in bad:
+                out.append(_Node(key, bad[ion_id]))
+            elif ion_id in full:
+                out.append(full[ion_id])
+        log.warning("ION %s: %d record(s) could not be read and were set aside: %s", name, len(bad),
+                    ", ".join(sorted(bad)))
+        return out, has_next, end
+
+    def _read_ids(self, query: str, variables: dict[str, Any], ids: list[str]) -> dict[str, _Node]:
+        """The records with these ids, read in full with the page's query (one request)."""
+        if not ids:
+            return {}
+        by_id = {**variables, "filters": {"id": {"in": ids}}, "sort": ["ID_ASC"], "first": len(ids), "after": None}
+        data, errors = self._execute(query, by_id)
+        if errors:
+            self._raise_errors(errors, what=f"ION {_operation(query)[0]}", partial=True)
+        name, _ = _operation(query)
+        nodes, _more, _end = _connection(data, queries.ROOTS[name], name)
+        return {node_id(node): _Node(node) for node in nodes}
 
     def _pages(self, query: str, variables: dict[str, Any]) -> Iterator[list[_Node]]:
         """Relay paging with ``after`` cursors: one list of nodes per page (for non-moving reads)."""
@@ -671,6 +730,18 @@ def _connection(data: dict[str, Any], root: str, name: str) -> tuple[list[Any], 
         raise bad(f"`{root}.pageInfo.hasNextPage` is {has_next!r}")
     end = info.get("endCursor")
     return nodes, has_next, end if isinstance(end, str) else None
+
+
+def _node_errors(errors: Any, root: str) -> dict[int, list[dict[str, Any]]] | None:
+    """Errors by node index when every one points into a node of ``root``'s edges; else None."""
+    per_node: dict[int, list[dict[str, Any]]] = {}
+    for error in errors if isinstance(errors, list) else []:
+        path = error.get("path") if isinstance(error, dict) else None
+        if not (isinstance(path, list) and len(path) >= 4 and path[0] == root and path[1] == "edges"
+                and isinstance(path[2], int) and path[3] == "node"):
+            return None
+        per_node.setdefault(path[2], []).append(error)
+    return per_node or None
 
 
 def _stamp(node: Any) -> tuple[str, datetime] | None:

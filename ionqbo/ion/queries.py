@@ -98,6 +98,33 @@ query Parts($filters: PartsInputFilters, $sort: [PartSortEnum], $first: Int, $af
     + PART_FIELDS
 )
 
+# The same pages with only the keys: read when ION nulled a whole page because one record holds a
+# value GraphQL cannot return in a non-null field (a NaN quantity, a null where the schema says `!`;
+# GraphQL nulls the nearest nullable parent, here the connection). The keys show which ids the page
+# held, so the spoiled records become per-record errors and the others are read by id.
+PURCHASE_ORDER_KEYS = """
+query PurchaseOrderKeys(
+  $filters: PurchaseOrdersInputFilters
+  $sort: [PurchaseOrderSortEnum]
+  $first: Int
+  $after: String
+) {
+  purchaseOrders(filters: $filters, sort: $sort, first: $first, after: $after) {
+    edges { node { id updatedAt } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+PART_KEYS = """
+query PartKeys($filters: PartsInputFilters, $sort: [PartSortEnum], $first: Int, $after: String) {
+  parts(filters: $filters, sort: $sort, first: $first, after: $after) {
+    edges { node { id updatedAt } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
 # ion-examples GET_USERS [V]: users(filters: {email: {eq: ...}}).
 USERS = """
 query Users($filters: UserInputFilters, $first: Int, $after: String) {
@@ -126,12 +153,18 @@ mutation DispatchNotification($input: DispatchNotificationInput!) {
 INTROSPECTION = get_introspection_query(descriptions=False)
 
 # Root field each paged query reads (the connection under `data`).
-ROOTS: dict[str, str] = {"PurchaseOrders": "purchaseOrders", "Parts": "parts", "Users": "users"}
+ROOTS: dict[str, str] = {"PurchaseOrders": "purchaseOrders", "Parts": "parts", "Users": "users",
+                         "PurchaseOrderKeys": "purchaseOrders", "PartKeys": "parts"}
+
+# Paged record query -> its keys-only twin (see PURCHASE_ORDER_KEYS).
+KEYS: dict[str, str] = {"PurchaseOrders": PURCHASE_ORDER_KEYS, "Parts": PART_KEYS}
 
 # Every document, by operation name: validated in tests and by `schema_problems()`.
 ALL: dict[str, str] = {
     "PurchaseOrders": PURCHASE_ORDERS,
     "Parts": PARTS,
+    "PurchaseOrderKeys": PURCHASE_ORDER_KEYS,
+    "PartKeys": PART_KEYS,
     "Users": USERS,
     "Me": ME,
     "DispatchNotification": DISPATCH_NOTIFICATION,
