@@ -30,6 +30,7 @@ from ionqbo.errors import (
     MappingError,
     QboRejectedError,
     RecordError,
+    RetriableApiError,
     TransientRecordError,
     UnavailableError,
 )
@@ -526,7 +527,21 @@ class Syncer:
             for batch in _slices(pending, BATCH_SIZE):
                 items = [BatchItem(bid=f"b{i}", operation=w.operation, entity=w.entity, body=w.body)
                          for i, w in enumerate(batch)]
-                results = {r.bid: r for r in self.qbo.batch(items, request_id=self._request_id(batch, round_no))}
+                try:
+                    answer = self.qbo.batch(items, request_id=self._request_id(batch, round_no))
+                except RetriableApiError:
+                    # The batch may or may not have reached QBO (a timeout, a dropped connection, 5xx
+                    # after the client's retries with the same requestid). Never trust the requestid
+                    # alone (peers.md 2.2): look the creates up; what exists is done, the rest is
+                    # written again in the next round, or the run ends (exit 5) and the next run
+                    # looks them up before writing.
+                    if round_no == WRITE_ROUNDS:
+                        raise
+                    again, found = self._after_lost_batch(batch)
+                    retry.extend(again)
+                    done.extend(found)
+                    continue
+                results = {r.bid: r for r in answer}
                 for i, w in enumerate(batch):
                     result = results.get(f"b{i}")
                     if result is None:
@@ -539,14 +554,37 @@ class Syncer:
                                                    w.name, w.changes))
                         done.append((w, result.entity))
                     else:
-                        again = self._handle_fault(w, result.fault, last_round=round_no == WRITE_ROUNDS)
-                        if again is not None:
-                            retry.append(again)
+                        next_try = self._handle_fault(w, result.fault, last_round=round_no == WRITE_ROUNDS)
+                        if next_try is not None:
+                            retry.append(next_try)
             self._save()
             if not retry:
                 break
             pending = retry
         return done
+
+    def _after_lost_batch(
+        self, batch: list[_Write]
+    ) -> tuple[list[_Write], list[tuple[_Write, dict[str, Any]]]]:
+        """Split a batch whose answer was lost: writes to send again, and creates QBO already holds."""
+        again: list[_Write] = []
+        found: list[tuple[_Write, dict[str, Any]]] = []
+        for w in batch:
+            if w.operation != "create":
+                again.append(w)  # an update carries its SyncToken: a second apply is refused (5010)
+                continue
+            current = self._reread(w)
+            if current is None:
+                again.append(w)
+                continue
+            change = diff(w.desired, current, w.owned)
+            if change.action == "unchanged":
+                self._succeed(w.kind, w.ion_id, current, w.ion_etag, w.ion_updated_at, w.desired)
+                self._report.count(Outcome(w.kind, w.ion_id, w.action, str(current.get("Id")), w.name, w.changes))
+                found.append((w, current))
+            else:
+                again.append(_Write(**{**vars(w), "operation": "update", "body": change.body}))
+        return again, found
 
     def _handle_fault(self, w: _Write, fault: QboFault | None, *, last_round: bool) -> _Write | None:
         """Decide what a per-item fault means; returns a write to try again this run, or None."""

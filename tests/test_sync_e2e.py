@@ -139,3 +139,30 @@ def test_sigkill_in_the_middle_of_the_writes_leaves_one_qbo_po_per_ion_po(env: E
     expected = ORDERED | {str(3000 + i) for i in range(90)}
     assert set(counts) == expected
     assert all(n == 1 for n in counts.values()), [d for d, n in counts.items() if n > 1]
+
+
+def test_a_batch_whose_answers_are_lost_is_looked_up_not_written_twice(sandbox: Any, tmp_path: Any) -> None:
+    """QBO commits a batch but every answer is lost (timeouts, dropped connections): no duplicate."""
+    from conftest import make_env
+    from ionqbo.sandbox.httpd import Request, Response, Server
+
+    lost = {"batches": 0}
+
+    def proxy(request: Request) -> Response:
+        response = sandbox.qbo(request)  # QBO does the work...
+        if request.path.endswith("/batch") and lost["batches"] < 2:
+            lost["batches"] += 1
+            return Response(drop=True)  # ...and the answer never arrives
+        return response
+
+    with Server(proxy) as server:
+        env = make_env(sandbox, tmp_path, QBO_BASE_URL=server.url, IONQBO_MAX_RETRIES="2")
+        run = env.run("sync", "--json", "--no-parts")
+        assert lost["batches"] == 2
+        report = run.json()
+        assert run.code == 3, run.stderr
+        assert report["parts"]["created"] == 4  # the items the POs use, found by name after the lost answers
+        assert report["purchase_orders"]["created"] == 3
+        items = [i for i in sandbox.qbo.dump()["Item"]]
+        assert len(items) == len({i["Name"] for i in items}) == 4
+        assert docnumbers(env) == collections.Counter(ORDERED)
