@@ -635,8 +635,7 @@ class StateStore:
             raise _Reader(self.path).fail("version", f"not a format version: {version!r}")
         if version > STATE_VERSION:
             raise StateError(
-                f"state file {self.path} has format version {version}; this ionqbo understands "
-                f"versions up to {STATE_VERSION}",
+                f"state file {self.path} has format version {version}; this ionqbo understands versions up to {STATE_VERSION}",
                 hint="upgrade ionqbo to the version that wrote this file (pip install -U ionqbo)",
             )
         if version < STATE_VERSION:

@@ -107,9 +107,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert store.path.read_bytes() == first
 
 
-def test_saved_document_holds_exactly_what_was_put_in(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_saved_document_holds_exactly_what_was_put_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QBO_CLIENT_SECRET", "s3cr3t-client-secret-value")
     monkeypatch.setenv("QBO_REFRESH_TOKEN", "AB11-refresh-token-value")
     store = StateStore(tmp_path / "state.json")
@@ -200,9 +198,7 @@ def test_unsaveable_state_raises_and_keeps_previous_file(tmp_path: Path, state: 
 
 def test_load_missing_file_gives_empty_state_and_writes_nothing(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "sub" / "state.json")
-    assert store.load() == State(
-        version=1, cursors={}, queue={}, ledger={}, last_run=None, cache={}, alerts={}
-    )
+    assert store.load() == State(version=1, cursors={}, queue={}, ledger={}, last_run=None, cache={}, alerts={})
     assert not (tmp_path / "sub").exists()
 
 
@@ -218,14 +214,10 @@ def test_load_missing_file_gives_empty_state_and_writes_nothing(tmp_path: Path) 
         pytest.param(T0, T0, False, T0, id="same"),
         # 13:00+02:00 is 11:00 UTC: earlier than T0 although the wall time is later
         pytest.param(T0, datetime(2024, 5, 1, 13, 0, tzinfo=CET), False, T0, id="backwards-other-offset"),
-        pytest.param(
-            T0, datetime(2024, 5, 1, 15, 0, tzinfo=CET), True, T0 + timedelta(hours=1), id="fwd-offset"
-        ),
+        pytest.param(T0, datetime(2024, 5, 1, 15, 0, tzinfo=CET), True, T0 + timedelta(hours=1), id="fwd-offset"),
     ],
 )
-def test_cursor_never_moves_backwards(
-    current: datetime | None, new: datetime, moved: bool, expected: datetime
-) -> None:
+def test_cursor_never_moves_backwards(current: datetime | None, new: datetime, moved: bool, expected: datetime) -> None:
     state = State()
     if current is not None:
         state.cursors["purchase_orders"] = current
@@ -444,9 +436,7 @@ def _write(path: Path, content: str) -> bytes:
         pytest.param('{"version": 1, "cache": []}', ["cache", "expected an object"], id="cache-list"),
     ],
 )
-def test_unreadable_state_raises_and_the_file_is_left_alone(
-    tmp_path: Path, content: str, needles: list[str]
-) -> None:
+def test_unreadable_state_raises_and_the_file_is_left_alone(tmp_path: Path, content: str, needles: list[str]) -> None:
     store = StateStore(tmp_path / "state.json")
     before = _write(store.path, content)
     with pytest.raises(StateError) as info:
@@ -460,9 +450,7 @@ def test_unreadable_state_raises_and_the_file_is_left_alone(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
-def test_unversioned_state_is_upgraded_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unversioned_state_is_upgraded_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = StateStore(tmp_path / "state.json")
     before = _write(
         store.path,
@@ -586,9 +574,7 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
                 stream.close()
 
 
-def test_sigkill_during_saves_never_leaves_a_damaged_file(
-    tmp_path: Path, children: list[subprocess.Popen[str]]
-) -> None:
+def test_sigkill_during_saves_never_leaves_a_damaged_file(tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:
     rng = random.Random(20240501)
     store = StateStore(tmp_path / "state.json")
     entries = 1500  # about 1.5 MB of JSON: each save takes long enough to be killed in the middle
@@ -619,9 +605,7 @@ def test_sigkill_during_saves_never_leaves_a_damaged_file(
         assert state.alerts["entries"] == entries
         assert len(state.queue) == entries
         assert len(state.ledger) == entries
-        assert state.cursors["purchase_orders"] == datetime(2024, 5, 1, tzinfo=UTC) + timedelta(
-            seconds=generation
-        )
+        assert state.cursors["purchase_orders"] == datetime(2024, 5, 1, tzinfo=UTC) + timedelta(seconds=generation)
         first = generation + 1
     assert kills == 6
     store.save(store.load())  # the temp files the killed writers left are swept by the next save
@@ -679,9 +663,7 @@ def test_save_order_is_write_fsync_replace_fsync_dir(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize("step", ["fsync", "replace"])
-def test_a_crash_before_the_rename_keeps_the_old_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
-) -> None:
+def test_a_crash_before_the_rename_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
     store = StateStore(tmp_path / "state.json")
     store.save(_full_state())
     before = store.path.read_bytes()
@@ -746,9 +728,7 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def test_second_process_gets_locked_error_at_once(
-    tmp_path: Path, children: list[subprocess.Popen[str]]
-) -> None:
+def test_second_process_gets_locked_error_at_once(tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:
     lock_path = tmp_path / "sync.lock"
     holder = _start_holder(lock_path, children)
     started = time.monotonic()
@@ -775,9 +755,7 @@ def test_second_process_gets_locked_error_at_once(
     assert lock_path.exists()  # never deleted (deleting races with a waiting opener)
 
 
-def test_lock_left_by_a_killed_process_does_not_block(
-    tmp_path: Path, children: list[subprocess.Popen[str]]
-) -> None:
+def test_lock_left_by_a_killed_process_does_not_block(tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:
     lock_path = tmp_path / "sync.lock"
     holder = _start_holder(lock_path, children)
     assert json.loads(lock_path.read_text())["pid"] == holder.pid
@@ -816,7 +794,7 @@ def test_lock_holder_details_unknown_when_file_is_empty(tmp_path: Path) -> None:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(LockedError, match="pid unknown"):
+        with _deadline(2), pytest.raises(LockedError, match="pid unknown"):
             SyncLock(lock_path).acquire()
     finally:
         os.close(fd)
