@@ -319,8 +319,11 @@ def retry(ids: tuple[str, ...]) -> None:
         store = StateStore(settings.state_path)
         with SyncLock(settings.lock_path):
             state = store.load()
+            unknown = state.unknown_ids(list(ids)) if ids else []
             count = state.release(list(ids) or None)
             store.save(state)
+        for ion_id in unknown:
+            click.echo(f"warning: {ion_id} is not in the queue (`ionqbo status` lists what is)", err=True)
         click.echo(f"{count} record(s) will be tried on the next sync")
 
 
