@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from conftest import Env
 
 ION_MUTATIONS = {"dispatchNotification"}

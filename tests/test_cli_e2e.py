@@ -13,9 +13,10 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from conftest import CLI, Env, make_env
 from ionqbo.config import SPECS
 from ionqbo.sandbox.httpd import Request, Response, Server, json_response
+
+from conftest import CLI, Env, make_env
 
 PRINT_ENV_KEYS = {
     "ION_API_URL", "ION_TOKEN_URL", "ION_CLIENT_ID", "ION_CLIENT_SECRET", "QBO_BASE_URL", "QBO_TOKEN_URL",
@@ -36,7 +37,7 @@ def test_sandbox_print_env_then_sync_against_it(tmp_path: Path) -> None:
         assert proc.stdout is not None
         lines = [proc.stdout.readline().strip() for _ in range(len(PRINT_ENV_KEYS) + 3)]
         values = dict(line.split("=", 1) for line in lines if "=" in line)
-        assert PRINT_ENV_KEYS <= set(values)
+        assert set(values) >= PRINT_ENV_KEYS
         env_file = tmp_path / "sandbox.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items())
                             + f"IONQBO_STATE_DIR={tmp_path / 'state'}\n")

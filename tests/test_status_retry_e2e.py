@@ -7,10 +7,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conftest import Env
-
 from ionqbo.qbo.auth import TokenStore
 from ionqbo.state import StateStore
+
+from conftest import Env
 
 
 def qbo_docnumbers(env: Env) -> list[str]:

@@ -143,8 +143,9 @@ def test_sigkill_in_the_middle_of_the_writes_leaves_one_qbo_po_per_ion_po(env: E
 
 def test_a_batch_whose_answers_are_lost_is_looked_up_not_written_twice(sandbox: Any, tmp_path: Any) -> None:
     """QBO commits a batch but every answer is lost (timeouts, dropped connections): no duplicate."""
-    from conftest import make_env
     from ionqbo.sandbox.httpd import Request, Response, Server
+
+    from conftest import make_env
 
     lost = {"batches": 0}
 
