@@ -12,6 +12,9 @@ from ionqbo.diff import FieldChange
 from ionqbo.errors import ExitCode
 
 
+MAX_CHANGES_KEPT = 40  # field changes kept per updated record in a real run's report
+
+
 @dataclass
 class Outcome:
     """What happened to one record in a run."""
@@ -74,6 +77,15 @@ class SyncReport:
         counts = self.purchase_orders if outcome.kind == "purchase_order" else self.parts
         if outcome.action in ("created", "updated", "unchanged", "closed", "failed"):
             setattr(counts, outcome.action, getattr(counts, outcome.action) + 1)
+        if not self.dry_run:
+            # A real run keeps what a person reads afterwards: what changed, not every value of every
+            # new record (a 20,000-PO backfill would hold them all in memory and print them).
+            if outcome.action in ("unchanged", "skipped"):
+                return
+            if outcome.action == "created":
+                outcome.changes = []
+            elif len(outcome.changes) > MAX_CHANGES_KEPT:
+                outcome.changes = outcome.changes[:MAX_CHANGES_KEPT]
         self.outcomes.append(outcome)
 
     def to_dict(self, *, detail: bool = True) -> dict[str, Any]:

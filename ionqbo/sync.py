@@ -188,6 +188,13 @@ class Syncer:
         self._options = options
         self._started = started
         self._cap = started - timedelta(seconds=self.settings.cursor_overlap_seconds)
+        # The ledger (what ionqbo last wrote, per record) only saves requests; lookups are the truth.
+        # Written under other settings (item name template, accounts, mappings) it is forgotten.
+        self._ledger_ok = state.cache.get("config_hash") == self._config_hash()
+        if not self._ledger_ok and not options.dry_run:
+            state.ledger.clear()
+            state.cache["config_hash"] = self._config_hash()
+            self._ledger_ok = True
         try:
             if options.po_ids:
                 self._sync_pos(self.ion.purchase_orders_by_id(list(options.po_ids)), stream=None)
@@ -223,7 +230,6 @@ class Syncer:
                 self._report_queued_elsewhere(state)
         report.cursors = {s: (c.isoformat() if c else None) for s, c in state.cursors.items()}
         if not options.dry_run:
-            state.cache["config_hash"] = self._config_hash()
             state.last_run = {
                 "started_at": report.started_at,
                 "finished_at": report.finished_at,
@@ -298,6 +304,7 @@ class Syncer:
                     parts.append(rec)
             if parts:
                 self._upsert_items(parts, update_existing=True)
+            self._items.clear()  # the ledger holds their ids; keeping whole QBO objects would grow memory
             self._advance(stream, _max_time(chunk))
             self._save()
             done += len(chunk)
@@ -313,7 +320,7 @@ class Syncer:
         entry = self._state.ledger.get(key)
         if entry is None or not etag or entry.ion_etag != etag:
             return False
-        return bool(self._state.cache.get("config_hash") == self._config_hash())
+        return self._ledger_ok
 
     def _config_hash(self) -> str:
         """Settings that change the payloads: a change re-syncs everything it touches."""
@@ -349,8 +356,7 @@ class Syncer:
             # Items this ionqbo created or matched before, unchanged in QBO since: no lookup needed.
             for part_id in list(desired_by_part):
                 entry = self._state.ledger.get(f"{PART_KIND}:{part_id}")
-                if entry is not None and entry.qbo_id and entry.qbo_id not in self._stale_items \
-                        and self._state.cache.get("config_hash") == self._config_hash():
+                if entry is not None and entry.qbo_id and entry.qbo_id not in self._stale_items and self._ledger_ok:
                     ids[part_id] = entry.qbo_id
                     del desired_by_part[part_id]
         self._lookup_items([b["Name"] for _, b in desired_by_part.values()])
@@ -423,6 +429,7 @@ class Syncer:
                     pos.append(rec)
             if pos:
                 self._sync_po_chunk(pos)
+            self._items.clear()
             self._advance(stream, _max_time(chunk))
             self._save()
             done += len(chunk)
@@ -557,7 +564,6 @@ class Syncer:
                         next_try = self._handle_fault(w, result.fault, last_round=round_no == WRITE_ROUNDS)
                         if next_try is not None:
                             retry.append(next_try)
-            self._save()
             if not retry:
                 break
             pending = retry
@@ -669,12 +675,14 @@ class Syncer:
         entry = None
         if not self._options.dry_run:
             entry = self._state.record_failure(kind, ion_id, error, self.now())
+        again = any((f.kind, f.ion_id) == (kind, ion_id) for f in self._report.failures)
         self._report.failures = [f for f in self._report.failures if (f.kind, f.ion_id) != (kind, ion_id)]
         self._report.failures.append(Failure(
             kind=kind, ion_id=ion_id, code=error.code, message=error.message, hint=error.hint, field=error.field,
             parked=not error.retryable, attempts=entry.attempts if entry is not None else 1,
         ))
-        self._report.count(Outcome(kind, ion_id, "failed"))
+        if not again:  # a part that fails in the parts stream and again for a PO is one failure
+            self._report.count(Outcome(kind, ion_id, "failed"))
 
     def _save(self) -> None:
         if not self._options.dry_run:
