@@ -11,7 +11,6 @@ from tabulate import tabulate
 from ionqbo.diff import FieldChange
 from ionqbo.errors import ExitCode
 
-
 MAX_CHANGES_KEPT = 40  # field changes kept per updated record in a real run's report
 
 
