@@ -117,6 +117,16 @@ class FatalApiError(ApiError):
     exit_code = ExitCode.BUG
 
 
+class BadResponseError(FatalApiError):
+    """ION or QBO answered with a body that is not JSON, is cut short, or has not the documented shape.
+
+    Nothing is done on the strength of such an answer, so nothing is lost: exit 5, the next run
+    tries again (a proxy's error page, a truncated body and a misrouted URL all look like this).
+    """
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class PaginationLoopError(FatalApiError):
     """The API returned the same page cursor twice; paging would never end."""
 

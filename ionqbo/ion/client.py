@@ -48,6 +48,7 @@ from graphql import (
 
 from ionqbo.config import Settings
 from ionqbo.errors import (
+    BadResponseError,
     FatalApiError,
     IonAuthError,
     IonGraphQLError,
@@ -173,8 +174,8 @@ class IonClient:
         body = self._json(resp, what="ION token request")
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise FatalApiError(f"ION token response has no access_token: {describe(resp)}",
-                                status=resp.status_code, hint=f"check ION_TOKEN_URL ({url})")
+            raise BadResponseError(f"ION token response has no access_token: {describe(resp)}",
+                                   status=resp.status_code, hint=f"check ION_TOKEN_URL ({url})")
         redact.add(token)
         expires_in = body.get("expires_in")
         if isinstance(expires_in, int | float | Decimal | str) and not isinstance(expires_in, bool):
@@ -228,12 +229,13 @@ class IonClient:
             return json.loads(resp.content, parse_float=Decimal)
         except ValueError:
             kind = resp.headers.get("Content-Type", "no content type")
-            raise FatalApiError(
+            raise BadResponseError(
                 f"{what}: ION answered {resp.status_code} with a body that is not JSON ({kind}): "
                 f"{excerpt(resp)}",
                 status=resp.status_code, tid=resp.headers.get("x-b3-trace-id"),
-                hint="check that ION_API_URL is the GraphQL endpoint (…/graphql) and ION_TOKEN_URL the token "
-                     "endpoint; a proxy or login page may be answering instead",
+                # (not "the token endpoint": redaction reads "token <word>" as a credential)
+                hint="check that ION_API_URL is the GraphQL endpoint (…/graphql) and ION_TOKEN_URL the "
+                     "URL that issues access tokens; a proxy or login page may be answering instead",
             ) from None
 
     # ---- GraphQL -----------------------------------------------------------------------------
@@ -310,9 +312,9 @@ class IonClient:
         self._raise_for_status(resp, what=what, retried=retried)
         body = self._json(resp, what=what)
         if not isinstance(body, dict):
-            raise FatalApiError(f"{what}: ION's answer is not a GraphQL response object: {excerpt(resp)}",
-                                status=resp.status_code,
-                                hint="check that ION_API_URL is the GraphQL endpoint")
+            raise BadResponseError(f"{what}: ION's answer is not a GraphQL response object: {excerpt(resp)}",
+                                   status=resp.status_code,
+                                   hint="check that ION_API_URL is the GraphQL endpoint")
         data = body.get("data")
         errors = body.get("errors") or []
         if errors:
@@ -320,8 +322,8 @@ class IonClient:
                 self._raise_errors(errors, what=what)
             log.warning("%s: ION sent data and errors: %s", what, _error_text(errors))
         if not isinstance(data, dict):
-            raise FatalApiError(f"{what}: ION's answer has no data object: {excerpt(resp)}",
-                                status=resp.status_code)
+            raise BadResponseError(f"{what}: ION's answer has no data object: {excerpt(resp)}",
+                                   status=resp.status_code)
         return data, errors if isinstance(errors, list) else [errors]
 
     @staticmethod
@@ -371,7 +373,7 @@ class IonClient:
         A NaN or a null in a non-null field nulls its parents up to the connection, so one bad record
         would hide the page, every run. The same page is read again with keys only (id, updatedAt):
         the records the errors point at become InvalidRecords naming the field, and the others are
-        read in full by id (again, as long as that read still finds spoiled records).
+        read in full by id (each round sets at least one record aside, so this ends).
         """
         name, _ = _operation(query)
         keys_query = queries.KEYS[name]
@@ -381,19 +383,12 @@ class IonClient:
         bad = {node_id(keys[i]): errs for i, errs in spoiled.items() if i < len(keys)}
         wanted = [node_id(k) for k in keys if node_id(k) not in bad]
         full: dict[str, _Node] = {}
-        try:
-            full.update(self._read_ids(query, variables, wanted))
-        except IonGraphQLError as exc:
-            if _node_errors(exc.errors, queries.ROOTS[name]) is None:
-                raise
-            for ion_id in wanted:  # more spoiled records than the first answer showed: one at a time
-                try:
-                    full.update(self._read_ids(query, variables, [ion_id]))
-                except IonGraphQLError as one:
-                    pinned = _node_errors(one.errors, queries.ROOTS[name])
-                    if pinned is None:
-                        raise
-                    bad[ion_id] = next(iter(pinned.values()))
+        if wanted:
+            # The same query by id; should it meet more spoiled records, it is set aside the same way.
+            by_id = {**variables, "filters": {"id": {"in": wanted}}, "sort": ["ID_ASC"], "first": len(wanted),
+                     "after": None}
+            nodes, _more, _end = self._page(query, by_id)
+            full = {node_id(item.node): item for item in nodes}
         out = []
         for key in keys:
             ion_id = node_id(key)
@@ -404,18 +399,6 @@ class IonClient:
         log.warning("ION %s: %d record(s) could not be read and were set aside: %s", name, len(bad),
                     ", ".join(sorted(bad)))
         return out, has_next, end
-
-    def _read_ids(self, query: str, variables: dict[str, Any], ids: list[str]) -> dict[str, _Node]:
-        """The records with these ids, read in full with the page's query (one request)."""
-        if not ids:
-            return {}
-        by_id = {**variables, "filters": {"id": {"in": ids}}, "sort": ["ID_ASC"], "first": len(ids), "after": None}
-        data, errors = self._execute(query, by_id)
-        if errors:
-            self._raise_errors(errors, what=f"ION {_operation(query)[0]}", partial=True)
-        name, _ = _operation(query)
-        nodes, _more, _end = _connection(data, queries.ROOTS[name], name)
-        return {node_id(node): _Node(node) for node in nodes}
 
     def _pages(self, query: str, variables: dict[str, Any]) -> Iterator[list[_Node]]:
         """Relay paging with ``after`` cursors: one list of nodes per page (for non-moving reads)."""
@@ -710,7 +693,7 @@ def _connection(data: dict[str, Any], root: str, name: str) -> tuple[list[Any], 
     conn = data.get(root)
 
     def bad(what: str) -> FatalApiError:
-        return FatalApiError(f"ION {name}: {what}; not a Relay connection", hint=SCHEMA_HINT)
+        return BadResponseError(f"ION {name}: {what}; not a Relay connection", hint=SCHEMA_HINT)
 
     if not isinstance(conn, dict):
         raise bad(f"`{root}` is {type(conn).__name__}")

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from ionqbo.errors import ApiError, AuthError, ExitCode, RetriableApiError
+from ionqbo.errors import ApiError, AuthError, BadResponseError, ExitCode, RetriableApiError
 from ionqbo.http import redact
 
 log = logging.getLogger("ionqbo.qbo")
@@ -407,6 +407,11 @@ def query_rows(query_response: Any, entity: str | None = None) -> list[dict[str,
         for key, value in query_response.items():
             if key.lower() == entity.lower() and isinstance(value, list):
                 return [row for row in value if isinstance(row, dict)]
+            if key.lower() == entity.lower():
+                # QBO sends a list (or no key when nothing matched); reading anything else as "no rows"
+                # would make every vendor look missing, or create a PO that exists.
+                msg = f"QBO answered a {entity} query with QueryResponse.{key} of type {type(value).__name__}"
+                raise BadResponseError(msg)
     for key, value in query_response.items():
         if key not in _QUERY_META and isinstance(value, list):
             return [row for row in value if isinstance(row, dict)]
