@@ -14,8 +14,9 @@ Rules (design.md section 5, R9):
 * An update body is a FULL update (QBO omits-means-null semantics): the existing object as read,
   so ``Id``, ``SyncToken`` and every field the accountant added (``Memo``, ``PrivateNote``,
   ``CustomField``, ``LinkedTxn``...) are kept, with the owned fields the desired payload carries
-  replaced as a whole (``Line`` included, so the new lines carry no line ``Id``) and the read-only
-  fields QBO computes (``TotalAmt``, ``MetaData``...) dropped.
+  replaced as a whole and the read-only fields QBO computes (``TotalAmt``, ``MetaData``...)
+  dropped. New lines carry the ``Id`` (and ``LinkedTxn``) of the QBO line with the same item or
+  account they replace (:func:`keep_line_ids`), so a bill linked to a line stays linked.
 """
 
 from __future__ import annotations
@@ -90,7 +91,54 @@ def diff(desired: Mapping[str, Any], existing: Mapping[str, Any] | None, owned: 
     for key in keys:
         _compare(key, desired[key], existing.get(key), changes)
     body = update_body(existing, {k: desired[k] for k in keys})
+    if "Line" in keys and isinstance(body.get("Line"), list) and isinstance(existing.get("Line"), list):
+        body["Line"] = keep_line_ids(body["Line"], existing["Line"])
     return Change("update" if changes else "unchanged", changes, body)
+
+
+_LINE_REFS = {"ItemBasedExpenseLineDetail": "ItemRef", "AccountBasedExpenseLineDetail": "AccountRef"}
+
+
+def keep_line_ids(lines: list[Any], existing: list[Any]) -> list[Any]:
+    """The new lines, each carrying the ``Id`` of the QBO line it replaces, where there is one.
+
+    QBO reads a line with the ``Id`` of one of the object's lines as an update of that line, and a
+    line without one as a new line; lines not sent are removed (qbo-api.md section 3). A bill
+    received against a PO links to its lines (line ``LinkedTxn``), so replacing every line on each
+    update would cut those links. A new line takes the Id of the first unused QBO line, in line
+    order, with the same kind (item or category) and the same item or account; that line's
+    ``LinkedTxn`` goes with it. Lines that match nothing are sent without an Id (created), and QBO
+    lines that nothing matches are removed, as ION removed them.
+    """
+    unused: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for line in _ordered_lines(existing):
+        key = _line_key(line)
+        if key is not None and str(line.get("Id") or "").strip():
+            unused.setdefault(key, []).append(line)
+    out = []
+    for line in lines:
+        key = _line_key(line)
+        candidates = unused.get(key) if key is not None else None
+        if not candidates or line.get("Id"):
+            out.append(line)
+            continue
+        old = candidates.pop(0)
+        kept = {**line, "Id": str(old["Id"])}
+        if old.get("LinkedTxn") and not line.get("LinkedTxn"):
+            kept["LinkedTxn"] = copy.deepcopy(old["LinkedTxn"])
+        out.append(kept)
+    return out
+
+
+def _line_key(line: Any) -> tuple[str, str] | None:
+    if not isinstance(line, Mapping):
+        return None
+    detail_type = str(line.get("DetailType") or "")
+    ref_name = _LINE_REFS.get(detail_type)
+    detail = line.get(detail_type)
+    if ref_name is None or not isinstance(detail, Mapping) or not isinstance(detail.get(ref_name), Mapping):
+        return None
+    return detail_type, str(detail[ref_name].get("value") or "")
 
 
 def update_body(existing: Mapping[str, Any], replace: Mapping[str, Any]) -> dict[str, Any]:

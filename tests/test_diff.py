@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ionqbo.diff import FieldChange, diff, render, update_body
+from ionqbo.diff import FieldChange, diff, keep_line_ids, render, update_body
 from ionqbo.mapping import ITEM_OWNED_FIELDS, PO_OWNED_FIELDS, close_payload
 
 
@@ -232,11 +232,49 @@ def test_update_body_keeps_the_accountants_fields_and_replaces_owned_ones() -> N
     # dropped: read-only
     for key in ("TotalAmt", "MetaData", "domain", "sparse"):
         assert key not in body
-    # replaced as a whole: ShipAddr loses QBO's Id, lines carry no line Id
+    # replaced as a whole: ShipAddr loses QBO's Id; each line carries the Id of the QBO line it replaces
     assert body["ShipAddr"] == {"Line1": "Receiving", "City": "Pasadena"}
-    assert body["Line"] == desired["Line"]
-    assert all("Id" not in line for line in body["Line"])
+    assert body["Line"] == [{**line, "Id": str(n)} for n, line in enumerate(desired["Line"], 1)]
     json.dumps(body)
+
+
+def _item_line(item: str, amount: int, **extra: Any) -> dict[str, Any]:
+    return {"DetailType": "ItemBasedExpenseLineDetail", "Amount": amount,
+            "ItemBasedExpenseLineDetail": {"ItemRef": {"value": item}, "Qty": 1, "UnitPrice": amount}, **extra}
+
+
+def _category_line(account: str, amount: int, **extra: Any) -> dict[str, Any]:
+    return {"DetailType": "AccountBasedExpenseLineDetail", "Amount": amount,
+            "AccountBasedExpenseLineDetail": {"AccountRef": {"value": account}}, **extra}
+
+
+def test_new_lines_take_the_ids_and_bill_links_of_the_lines_they_replace() -> None:
+    linked = [{"TxnId": "900", "TxnType": "Bill"}]
+    existing = [
+        _item_line("101", 10, Id="1", LineNum=1, LinkedTxn=linked),
+        _item_line("101", 20, Id="2", LineNum=2),
+        _category_line("60", 5, Id="3", LineNum=3),
+        _item_line("102", 7, Id="4", LineNum=4),  # removed in ION
+    ]
+    new = [
+        _category_line("60", 6),  # moved first, amount changed
+        _item_line("101", 11),
+        _item_line("103", 8),  # a new item: a new line
+        _item_line("101", 20),
+        _category_line("61", 1),  # another account: a new line
+    ]
+    out = keep_line_ids(new, existing)
+    assert [line.get("Id") for line in out] == ["3", "1", None, "2", None]
+    assert out[1]["LinkedTxn"] == linked and "LinkedTxn" not in out[3]
+    assert out[1]["Amount"] == 11  # the values are ION's; only the identity is QBO's
+    assert all("Id" not in line for line in new)  # inputs are not modified
+
+
+def test_lines_keep_their_ids_only_when_qbo_gave_them_one() -> None:
+    existing = [_item_line("101", 10), _item_line("101", 10, Id="")]
+    assert [line.get("Id") for line in keep_line_ids([_item_line("101", 10)], existing)] == [None]
+    assert keep_line_ids([{"DetailType": "DescriptionOnly"}], [{"Id": "1", "DetailType": "DescriptionOnly"}]) == [
+        {"DetailType": "DescriptionOnly"}]
 
 
 def test_create() -> None:

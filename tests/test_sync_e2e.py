@@ -66,6 +66,24 @@ def test_an_ion_edit_gives_exactly_one_update(env: Env) -> None:
     assert po["SyncToken"] == "1"
 
 
+def test_an_update_keeps_the_qbo_line_ids_and_a_bill_linked_to_a_line(env: Env) -> None:
+    """A bill received against a PO line links to that line: updating the PO must not cut the link."""
+    assert env.run("sync").code == 3
+    po = next(p for p in qbo_pos(env) if p["DocNumber"] == "1042")
+    ids_before = [ln["Id"] for ln in po["Line"]]
+    stored = env.box.qbo.store.get("PurchaseOrder", po["Id"])
+    assert stored is not None
+    link = {"TxnId": "9001", "TxnType": "Bill"}
+    stored["Line"][0]["LinkedTxn"] = [link]
+    stored["LinkedTxn"] = [link]
+    env.box.qbo.store.put("PurchaseOrder", stored)
+    env.box.ion.update_line(1042, 5001, {"quantity": 30, "totalCost": 1275.0})
+    assert env.run("sync", "--json").json()["purchase_orders"]["updated"] == 1
+    po = next(p for p in qbo_pos(env) if p["DocNumber"] == "1042")
+    assert [ln["Id"] for ln in po["Line"]] == ids_before
+    assert po["Line"][0].get("LinkedTxn") == [link] and po["LinkedTxn"] == [link]
+
+
 def test_dry_run_writes_nothing_and_shows_the_field_changes(env: Env) -> None:
     assert env.run("sync").code == 3
     state_before = (env.state_dir / "state.json").read_text()
