@@ -253,6 +253,7 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         finally:
             if progress is not None:
                 progress.close()
+        del syncer  # its state (a ledger entry per record synced) is freed before the alerts load it again
         _after_sync(settings, ion, report)
         from ionqbo.report import render_sync, to_json
 

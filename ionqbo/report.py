@@ -12,9 +12,10 @@ from ionqbo.diff import FieldChange
 from ionqbo.errors import ExitCode
 
 MAX_CHANGES_KEPT = 40  # field changes kept per updated record in a real run's report
+MAX_RECORDS_KEPT = 1000  # records listed in a real run's report; the counts cover them all
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What happened to one record in a run."""
 
@@ -66,6 +67,7 @@ class SyncReport:
     duration_seconds: float = 0.0
     cursors: dict[str, str | None] = field(default_factory=dict)
     error: str | None = None  # a run-level error (exit 4, 5) in one line
+    records_omitted: int = 0  # records changed in a real run beyond MAX_RECORDS_KEPT (counted, not listed)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,9 @@ class SyncReport:
             # A real run keeps what a person reads afterwards: what changed, not every value of every
             # new record (a 20,000-PO backfill would hold them all in memory and print them).
             if outcome.action in ("unchanged", "skipped"):
+                return
+            if len(self.outcomes) >= MAX_RECORDS_KEPT and outcome.action != "failed":
+                self.records_omitted += 1
                 return
             if outcome.action == "created":
                 outcome.changes = []
@@ -111,6 +116,7 @@ class SyncReport:
                  "changes": [asdict(c) for c in o.changes]}
                 for o in self.outcomes if o.action not in ("unchanged", "skipped") or o.changes
             ]
+            data["records_omitted"] = self.records_omitted
         return data
 
 

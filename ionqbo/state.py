@@ -2,7 +2,10 @@
 
 The state file is versioned JSON, written atomically (temp file in the same directory, flush, fsync,
 ``os.replace``, fsync of the directory) with mode 0600, so a crash at any instant leaves either the
-old or the new state, never a truncated one (design.md section 5, style.md R10). Nothing here reads
+old or the new state, never a truncated one (design.md section 5, style.md R10). The ledger (one
+entry per record ever written: a 20,000-PO company has 28,000) lives beside it in an SQLite file
+(``state.ledger.sqlite``, WAL, fsync on commit), so a run holds none of it in memory and a save
+writes only what changed; it is committed before the state file at every save. Nothing here reads
 the clock: every method that needs the time takes it as an argument, and :class:`SyncLock` takes an
 injectable clock.
 """
@@ -12,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +33,7 @@ from ionqbo.errors import LockedError, RecordError, StateError
 
 log = logging.getLogger("ionqbo.state")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the ledger moved out of the JSON document into SQLite
 
 # Cursor streams (design.md section 5: "per stream (parts, purchase orders)").
 STREAMS = ("parts", "purchase_orders")
@@ -150,7 +155,7 @@ class QueueEntry:
         return queue_key(self.kind, self.ion_id)
 
 
-@dataclass
+@dataclass(slots=True)  # one per record ever synced: kept small
 class LedgerEntry:
     """What was last written to QBO for one ION record (idempotency and change detection).
 
@@ -184,7 +189,8 @@ class State:
         cursors: Per stream (``"parts"``, ``"purchase_orders"``), the ION ``updatedAt`` up to which
             every record has been handled; timezone-aware.
         queue: Failed records, keyed ``"<kind>:<ion_id>"``.
-        ledger: Records written to QBO, keyed ``"<kind>:<ion_id>"``.
+        ledger: Records written to QBO, keyed ``"<kind>:<ion_id>"``: a dict for a state built in
+            memory, the store's :class:`SqliteLedger` for one it loaded.
         last_run: Summary of the last run (start, end, duration, counts, exit_code, dry_run).
         cache: Cached QBO reference data, each section with its ``fetched_at``.
         alerts: Free-form notification bookkeeping.
@@ -193,7 +199,7 @@ class State:
     version: int = STATE_VERSION
     cursors: dict[str, datetime] = field(default_factory=dict)
     queue: dict[str, QueueEntry] = field(default_factory=dict)
-    ledger: dict[str, LedgerEntry] = field(default_factory=dict)
+    ledger: MutableMapping[str, LedgerEntry] = field(default_factory=dict)
     last_run: dict[str, Any] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     alerts: dict[str, Any] = field(default_factory=dict)
@@ -374,6 +380,8 @@ def _opt_dt_out(value: datetime | None, where: str) -> str | None:
 def state_to_dict(state: State) -> dict[str, Any]:
     """The JSON document for a state (what :meth:`StateStore.save` writes, before encoding).
 
+    The ledger is not in it: :meth:`StateStore.save` writes it to its SQLite file.
+
     Args:
         state: The state.
 
@@ -398,17 +406,6 @@ def state_to_dict(state: State) -> dict[str, Any]:
                 "parked": e.parked,
             }
             for key, e in state.queue.items()
-        },
-        "ledger": {
-            key: {
-                "qbo_id": e.qbo_id,
-                "sync_token": e.sync_token,
-                "payload_sha256": e.payload_sha256,
-                "ion_updated_at": _opt_dt_out(e.ion_updated_at, f"ledger.{key}.ion_updated_at"),
-                "ion_etag": e.ion_etag,
-                "synced_at": _dt_out(e.synced_at, f"ledger.{key}.synced_at"),
-            }
-            for key, e in state.ledger.items()
         },
         "last_run": state.last_run,
         "cache": state.cache,
@@ -512,13 +509,12 @@ def state_from_dict(data: Mapping[str, Any], path: Path) -> State:
             next_retry_at=r.dt(e.get("next_retry_at"), f"{where}.next_retry_at"),
             parked=r.bool_(e.get("parked", False), f"{where}.parked"),
         )
+    # Only a document upgraded from version 1 has its ledger inline; it is moved to SQLite at the next save.
     ledger: dict[str, LedgerEntry] = {}
     for key, raw in r.obj(data.get("ledger", {}), "ledger").items():
         where = f"ledger.{key}"
         e = r.obj(raw, where)
-        kind, _, ion_id = key.partition(":")
-        if kind not in KINDS or not ion_id:
-            raise r.fail(where, "key is not '<kind>:<ion_id>'")
+        _check_ledger_key(key, functools.partial(r.fail, where))
         ledger[key] = LedgerEntry(
             qbo_id=r.str_(e.get("qbo_id"), f"{where}.qbo_id"),
             sync_token=r.str_(e.get("sync_token"), f"{where}.sync_token"),
@@ -581,8 +577,176 @@ def _upgrade_0(data: dict[str, Any], path: Path) -> dict[str, Any]:
     return upgraded
 
 
+def _upgrade_1(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Version 1 kept the ledger in the JSON document; it stays there until the next save moves it."""
+    return {**data, "version": 2}
+
+
 # version -> function that turns a document of that version into one of the next version
-_UPGRADES: dict[int, Callable[[dict[str, Any], Path], dict[str, Any]]] = {0: _upgrade_0}
+_UPGRADES: dict[int, Callable[[dict[str, Any], Path], dict[str, Any]]] = {0: _upgrade_0, 1: _upgrade_1}
+
+
+def _check_ledger_key(key: str, fail: Callable[[str], Exception]) -> None:
+    kind, _, ion_id = key.partition(":")
+    if kind not in KINDS or not ion_id:
+        raise fail("key is not '<kind>:<ion_id>'")
+
+
+# ---- the ledger --------------------------------------------------------------------------------
+
+
+class SqliteLedger(MutableMapping[str, LedgerEntry]):
+    """The write ledger in an SQLite file: a mapping ``"<kind>:<ion_id>"`` -> :class:`LedgerEntry`.
+
+    Reads go to the file (SQLite's page cache is bounded), so memory stays flat however many records
+    a company has. Writes join one transaction that :meth:`commit` ends (:meth:`StateStore.save`
+    does, before it writes the state file): a crash loses at most the entries since the last save,
+    and the ledger only saves QBO requests (lookups are the truth), so a lost entry costs one lookup.
+    The file is created 0600 at the first write; reading a missing file reads an empty ledger and
+    creates nothing (a dry run writes nothing). WAL mode: ``ionqbo status`` can read during a sync.
+    """
+
+    # Fixed SQL: values only ever travel as parameters.
+    _SELECT = "SELECT qbo_id, sync_token, payload_sha256, ion_updated_at, ion_etag, synced_at FROM ledger WHERE key = ?"
+    _UPSERT = (
+        "INSERT OR REPLACE INTO ledger (key, qbo_id, sync_token, payload_sha256, ion_updated_at, ion_etag, synced_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteLedger({str(self.path)!r})"
+
+    # -- connection --
+
+    def _fail(self, exc: BaseException) -> StateError:
+        return StateError(
+            f"cannot use the ledger {self.path}: {exc}",
+            hint=f"move {self.path} aside: it only saves QBO requests (the next sync looks every record up in "
+            "QBO and writes nothing twice); check free space and that the state directory belongs to the user "
+            "running ionqbo",
+        )
+
+    def _conn(self, *, create: bool) -> sqlite3.Connection | None:
+        if self._db is not None:
+            return self._db
+        if not create and not self.path.exists():
+            return None
+        try:
+            if create:
+                ensure_private_dir(self.path.parent)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+                os.close(fd)
+            db = sqlite3.connect(self.path, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS ledger (key TEXT PRIMARY KEY, qbo_id TEXT NOT NULL, sync_token TEXT NOT NULL,"
+                " payload_sha256 TEXT NOT NULL, ion_updated_at TEXT, ion_etag TEXT, synced_at TEXT NOT NULL)"
+                " WITHOUT ROWID"
+            )
+            db.commit()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._fail(exc) from exc
+        self._db = db
+        return db
+
+    def _run(self, sql: str, args: tuple[Any, ...] = (), *, create: bool = False) -> list[Any]:
+        db = self._conn(create=create)
+        if db is None:
+            return []
+        try:
+            return db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+
+    def commit(self) -> None:
+        """End the open transaction: what was written since the last commit is on disk."""
+        if self._db is not None and self._db.in_transaction:
+            try:
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+
+    def close(self) -> None:
+        """Commit and close the file (reopened on the next use)."""
+        self.commit()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- the mapping --
+
+    def _entry(self, key: str, row: tuple[Any, ...]) -> LedgerEntry:
+        def fail(problem: str) -> StateError:
+            return StateError(f"the ledger {self.path} is damaged: {key}: {problem}", hint=self._fail(ValueError()).hint)
+
+        try:
+            return LedgerEntry(
+                qbo_id=str(row[0]),
+                sync_token=str(row[1]),
+                payload_sha256=str(row[2]),
+                ion_updated_at=_aware(datetime.fromisoformat(row[3])) if row[3] is not None else None,
+                ion_etag=None if row[4] is None else str(row[4]),
+                synced_at=_aware(datetime.fromisoformat(row[5])),
+            )
+        except (TypeError, ValueError) as exc:
+            raise fail(str(exc)) from exc
+
+    def __getitem__(self, key: str) -> LedgerEntry:
+        rows = self._run(self._SELECT, (key,))
+        if not rows:
+            raise KeyError(key)
+        return self._entry(key, rows[0])
+
+    def __setitem__(self, key: str, entry: LedgerEntry) -> None:
+        _check_ledger_key(key, ValueError)
+        row = (
+            key,
+            entry.qbo_id,
+            entry.sync_token,
+            entry.payload_sha256,
+            _opt_dt_out(entry.ion_updated_at, f"ledger.{key}.ion_updated_at"),
+            entry.ion_etag,
+            _dt_out(entry.synced_at, f"ledger.{key}.synced_at"),
+        )
+        self._run(self._UPSERT, row, create=True)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._run("DELETE FROM ledger WHERE key = ?", (key,), create=True)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and bool(self._run("SELECT 1 FROM ledger WHERE key = ?", (key,)))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([row[0] for row in self._run("SELECT key FROM ledger ORDER BY key")])
+
+    def __len__(self) -> int:
+        rows = self._run("SELECT COUNT(*) FROM ledger")
+        return int(rows[0][0]) if rows else 0
+
+    def clear(self) -> None:
+        if self._conn(create=False) is not None:
+            self._run("DELETE FROM ledger", create=True)
+
+    def replace_all(self, entries: Mapping[str, LedgerEntry]) -> None:
+        """Make the ledger hold exactly ``entries`` (committed at the next :meth:`commit`)."""
+        if not entries and self._conn(create=False) is None:
+            return  # nothing to hold and no file: create none
+        self.clear()
+        for key, entry in entries.items():
+            self[key] = entry
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{value.isoformat()} has no UTC offset")
+    return value
 
 
 # ---- the store ---------------------------------------------------------------------------------
@@ -601,6 +765,11 @@ class StateStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
+    @property
+    def ledger_path(self) -> Path:
+        """The ledger's SQLite file beside the state file (``state.json`` -> ``state.ledger.sqlite``)."""
+        return self.path.with_name(f"{self.path.stem}.ledger.sqlite")
+
     def load(self) -> State:
         """Read the state file.
 
@@ -614,7 +783,7 @@ class StateStore:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return State()
+            return State(ledger=SqliteLedger(self.ledger_path))
         except OSError as exc:
             raise StateError(
                 f"cannot read state file {self.path}: {exc.strerror or exc}",
@@ -648,7 +817,10 @@ class StateStore:
             while version < STATE_VERSION:
                 data = _UPGRADES[version](data, self.path)
                 version = data["version"]
-        return state_from_dict(data, self.path)
+        state = state_from_dict(data, self.path)
+        if "ledger" not in data:  # else: upgraded from version 1, moved to SQLite at the next save
+            state.ledger = SqliteLedger(self.ledger_path)
+        return state
 
     def save(self, state: State) -> None:
         """Write the state atomically: temp file, flush, fsync, ``os.replace``, fsync of the directory.
@@ -666,34 +838,59 @@ class StateStore:
             text = json.dumps(state_to_dict(state), indent=2, sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as exc:
             raise StateError(f"cannot save state to {self.path}: {exc}") from exc
-        data = (text + "\n").encode("utf-8")
-        directory = self.path.parent
-        try:
-            ensure_private_dir(directory)
-            _sweep_stale_temps(self.path)
-            tmp = _temp_path(self.path)
-            fd = os.open(tmp, _TEMP_FLAGS, _FILE_MODE)
+        ledger = state.ledger
+        if isinstance(ledger, SqliteLedger) and ledger.path == self.ledger_path:
+            ledger.commit()
+        else:  # a state built in memory, or upgraded from version 1: its ledger moves into the file
+            target = SqliteLedger(self.ledger_path)
             try:
-                try:
-                    os.fchmod(fd, _FILE_MODE)  # O_CREAT's mode is cut by the umask; make it exact
-                    view = memoryview(data)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            _fsync_dir(directory)
+                target.replace_all(ledger)
+            finally:
+                target.close()
+        try:
+            replace_file(self.path, [(text + "\n").encode("utf-8")])
         except OSError as exc:
             raise StateError(
                 f"cannot write state file {self.path}: {exc.strerror or exc}",
                 hint="check free space and that the state directory belongs to the user running ionqbo",
             ) from exc
+
+
+def replace_file(path: Path, blocks: Iterable[bytes]) -> None:
+    """Replace ``path`` atomically with ``blocks`` (the state file, the QBO token store).
+
+    A 0600 temp file beside it (one name per process; one left by a killed writer is swept), every
+    byte written, fsync, ``os.replace``, then an fsync of the directory, which is created 0700 when
+    missing. On any error, one raised by ``blocks`` included, the temp file is removed and the old
+    file is left as it was.
+    """
+    directory = path.parent
+    ensure_private_dir(directory)
+    _sweep_stale_temps(path)
+    tmp = _temp_path(path)
+    fd = os.open(tmp, _TEMP_FLAGS, _FILE_MODE)
+    try:
+        try:
+            os.fchmod(fd, _FILE_MODE)  # O_CREAT's mode is cut by the umask; make it exact
+            for block in blocks:
+                _write_fully(fd, block)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(directory)
+
+
+def _write_fully(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def ensure_private_dir(directory: Path) -> None:

@@ -160,12 +160,17 @@ class Syncer:
         self._handled: dict[str, str] = {}  # "kind:id" -> the ION _etag handled in this run
         self._stale_items: set[str] = set()  # QBO item ids that changed in QBO since the last run
 
-    def _first_time(self, kind: str, ion_id: str, etag: str) -> bool:
-        """False for a record this run already handled in the same version (queue retry, then stream)."""
+    def _first_time(self, kind: str, ion_id: str, etag: str, *, remember: bool) -> bool:
+        """False for a record this run already handled in the same version (queue retry, then stream).
+
+        Only records read by id (the queue, ``--po``) are remembered: a stream yields each record
+        once, and remembering all of them would grow memory with every record of a backfill.
+        """
         key = f"{kind}:{ion_id}"
-        if key in self._handled and self._handled[key] == etag:
+        if self._handled.get(key) == etag:
             return False
-        self._handled[key] = etag
+        if remember:
+            self._handled[key] = etag
         return True
 
     # ---- the run -----------------------------------------------------------------------------
@@ -293,8 +298,9 @@ class Syncer:
         for chunk in _chunks(records, CHUNK):
             parts: list[Part] = []
             for rec in chunk:
-                seen.add(rec.ion_id if isinstance(rec, InvalidRecord) else rec.id)
-                if not self._first_time(PART_KIND, *_id_etag(rec)):
+                if stream is None:  # read by id: the caller forgets the ids ION no longer has
+                    seen.add(rec.ion_id if isinstance(rec, InvalidRecord) else rec.id)
+                if not self._first_time(PART_KIND, *_id_etag(rec), remember=stream is None):
                     continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PART_KIND, rec.ion_id, rec.error)
@@ -414,8 +420,9 @@ class Syncer:
             pos: list[PurchaseOrder] = []
             for rec in chunk:
                 ion_id = rec.ion_id if isinstance(rec, InvalidRecord) else rec.id
-                seen.add(ion_id)
-                if not self._first_time(PO_KIND, *_id_etag(rec)):
+                if stream is None:
+                    seen.add(ion_id)
+                if not self._first_time(PO_KIND, *_id_etag(rec), remember=stream is None):
                     continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PO_KIND, rec.ion_id, rec.error)

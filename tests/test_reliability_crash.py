@@ -169,7 +169,9 @@ def _state_is_valid(env: Env) -> dict[str, Any]:
 
     path = env.state_dir / "state.json"
     if path.exists():
-        StateStore(path).load()  # raises StateError on a torn or invalid file
+        state = StateStore(path).load()  # raises StateError on a torn or invalid file
+        for key in state.ledger:  # and the ledger's SQLite file reads whole
+            assert state.ledger[key].qbo_id
         leftovers = [p.name for p in env.state_dir.iterdir() if p.name.startswith("state.json.")]
         return {"temp_files": leftovers}
     return {}

@@ -126,6 +126,7 @@ def test_token_store_is_0600_and_the_state_directory_0700(secret_env: Env) -> No
     assert mode(secret_env.state_dir.stat().st_mode) == 0o700
     assert mode((secret_env.state_dir / "qbo-tokens.json").stat().st_mode) == 0o600
     assert mode((secret_env.state_dir / "state.json").stat().st_mode) == 0o600
+    assert mode((secret_env.state_dir / "state.ledger.sqlite").stat().st_mode) == 0o600
     for path in secret_env.state_dir.iterdir():
         assert mode(path.stat().st_mode) & 0o077 == 0, path
 

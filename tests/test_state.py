@@ -32,17 +32,24 @@ from ionqbo.errors import (
 from ionqbo.state import (
     STATE_VERSION,
     LedgerEntry,
+    SqliteLedger,
     State,
     StateStore,
     SyncLock,
     backoff,
     payload_sha256,
     queue_key,
+    state_to_dict,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CET = timezone(timedelta(hours=2))
+
+
+def _names(directory: Path) -> list[str]:
+    """The files in ``directory``, but the ledger's SQLite files (checked apart)."""
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("state.ledger.sqlite"))
 
 
 def _mapping_gap(ion_id: str = "1042") -> MappingError:
@@ -114,7 +121,7 @@ def test_saved_document_holds_exactly_what_was_put_in(tmp_path: Path, monkeypatc
     store.save(_full_state())
     text = store.path.read_text(encoding="utf-8")
     assert json.loads(text) == {
-        "version": 1,
+        "version": 2,
         "cursors": {
             "parts": "2024-05-01T11:00:00+00:00",
             "purchase_orders": "2024-05-01T11:30:15.123456+00:00",
@@ -147,16 +154,6 @@ def test_saved_document_holds_exactly_what_was_put_in(tmp_path: Path, monkeypatc
                 "parked": True,
             },
         },
-        "ledger": {
-            "purchase_order:1001": {
-                "qbo_id": "77",
-                "sync_token": "3",
-                "payload_sha256": payload_sha256({"DocNumber": "1042"}),
-                "ion_updated_at": "2024-05-01T11:57:00+00:00",
-                "ion_etag": "etag-abc",
-                "synced_at": "2024-05-01T12:00:00+00:00",
-            }
-        },
         "last_run": {
             "start": "2024-05-01T12:00:00+00:00",
             "exit_code": 3,
@@ -167,6 +164,12 @@ def test_saved_document_holds_exactly_what_was_put_in(tmp_path: Path, monkeypatc
         "alerts": {"sent": ["purchase_order:1042"]},
     }
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # stable key order
+    # the ledger is in its SQLite file beside the document
+    assert store.ledger_path == tmp_path / "state.ledger.sqlite"
+    assert dict(store.load().ledger) == {"purchase_order:1001": _ledger()}
+    assert stat.S_IMODE(store.ledger_path.stat().st_mode) == 0o600
+    store.save(store.load())
+    assert store.path.read_text(encoding="utf-8") == text
     for secret in ("s3cr3t-client-secret-value", "AB11-refresh-token-value"):
         assert secret not in text
 
@@ -193,12 +196,12 @@ def test_unsaveable_state_raises_and_keeps_previous_file(tmp_path: Path, state: 
     with pytest.raises(StateError, match=needle):
         store.save(state)
     assert store.path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert _names(tmp_path) == ["state.json"]
 
 
 def test_load_missing_file_gives_empty_state_and_writes_nothing(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "sub" / "state.json")
-    assert store.load() == State(version=1, cursors={}, queue={}, ledger={}, last_run=None, cache={}, alerts={})
+    assert store.load() == State(version=STATE_VERSION, cursors={}, queue={}, ledger={}, last_run=None, cache={}, alerts={})
     assert not (tmp_path / "sub").exists()
 
 
@@ -409,7 +412,7 @@ def _write(path: Path, content: str) -> bytes:
         pytest.param('{"version": 1, "cursors": {', ["not valid JSON", "move it aside"], id="truncated"),
         pytest.param("\x00\x00\x00", ["not valid JSON"], id="zeros"),
         pytest.param("", ["not valid JSON"], id="empty"),
-        pytest.param('{"version": 2}', ["format version 2", "up to 1", "upgrade ionqbo"], id="future"),
+        pytest.param('{"version": 3}', ["format version 3", "up to 2", "upgrade ionqbo"], id="future"),
         pytest.param('{"version": "1"}', ["version", "not a format version"], id="version-string"),
         pytest.param("[1, 2]", ["top level", "expected an object"], id="list"),
         pytest.param(
@@ -447,7 +450,7 @@ def test_unreadable_state_raises_and_the_file_is_left_alone(tmp_path: Path, cont
         assert needle in message
     assert info.value.exit_code == ExitCode.BUG
     assert store.path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert _names(tmp_path) == ["state.json"]
 
 
 def test_unversioned_state_is_upgraded_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -460,7 +463,7 @@ def test_unversioned_state_is_upgraded_with_a_warning(tmp_path: Path, caplog: py
     with caplog.at_level(logging.WARNING, logger="ionqbo.state"):
         state = store.load()
     assert [r.levelname for r in caplog.records] == ["WARNING"]
-    assert "upgrading it to version 1" in caplog.records[0].getMessage()
+    assert "upgrading it to version 2" in caplog.records[0].getMessage()
     assert state.version == STATE_VERSION
     assert state.cursors == {"parts": T0}
     entry = state.queue["purchase_order:1042"]
@@ -471,9 +474,9 @@ def test_unversioned_state_is_upgraded_with_a_warning(tmp_path: Path, caplog: py
         "upgraded",
     )
     assert state.due("purchase_order", mtime) == [entry]
-    assert store.path.read_bytes() == before  # load never writes; the next save writes version 1
+    assert store.path.read_bytes() == before  # load never writes; the next save writes version 2
     store.save(state)
-    assert json.loads(store.path.read_text())["version"] == 1
+    assert json.loads(store.path.read_text())["version"] == STATE_VERSION
     assert "retry_ids" not in store.path.read_text()
 
 
@@ -525,7 +528,7 @@ def test_save_sweeps_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
     for p in (dead, alive, other):
         _write(p, "{")
     store.save(State())
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "state.json"])
+    assert _names(tmp_path) == sorted([alive.name, other.name, "state.json"])
 
 
 # ---- atomicity under SIGKILL ---------------------------------------------------------------
@@ -609,7 +612,7 @@ def test_sigkill_during_saves_never_leaves_a_damaged_file(tmp_path: Path, childr
         first = generation + 1
     assert kills == 6
     store.save(store.load())  # the temp files the killed writers left are swept by the next save
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert _names(tmp_path) == ["state.json"]
 
 
 class _Boom(Exception):
@@ -634,7 +637,7 @@ def test_a_failure_mid_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pyt
         store.save(State())
     assert len(calls) == 2
     assert store.path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert _names(tmp_path) == ["state.json"]
 
 
 def test_save_order_is_write_fsync_replace_fsync_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -646,7 +649,7 @@ def test_save_order_is_write_fsync_replace_fsync_dir(tmp_path: Path, monkeypatch
         kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
         # the temp file is complete when it is fsynced
         if kind == "file":
-            assert json.loads(Path(f"/proc/self/fd/{fd}").read_text())["version"] == 1
+            assert json.loads(Path(f"/proc/self/fd/{fd}").read_text())["version"] == STATE_VERSION
         events.append(f"fsync-{kind}")
         real_fsync(fd)
 
@@ -672,12 +675,12 @@ def test_a_crash_before_the_rename_keeps_the_old_file(tmp_path: Path, monkeypatc
         raise _Boom
 
     monkeypatch.setattr(os, step, crash)
-    with pytest.raises(_Boom):
-        store.save(State())
+    with pytest.raises(_Boom):  # (the ledger is committed first: entries are facts about QBO writes)
+        store.save(State(ledger=dict(_full_state().ledger)))
     monkeypatch.undo()
     assert store.path.read_bytes() == before
     assert store.load() == _full_state()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert _names(tmp_path) == ["state.json"]
 
 
 # ---- the lock --------------------------------------------------------------------------------
@@ -798,3 +801,84 @@ def test_lock_holder_details_unknown_when_file_is_empty(tmp_path: Path) -> None:
             SyncLock(lock_path).acquire()
     finally:
         os.close(fd)
+
+
+def test_a_large_ledger_lives_in_sqlite_and_a_save_writes_only_what_changed(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    state = _full_state()
+    for n in range(2000, 7000):
+        state.ledger[queue_key("purchase_order", str(n))] = _ledger(qbo_id=str(10_000 + n))
+    store.save(state)
+    assert store.path.stat().st_size < 4096  # the document holds no ledger
+    loaded = store.load()
+    assert isinstance(loaded.ledger, SqliteLedger) and len(loaded.ledger) == 5001
+    assert dict(loaded.ledger) == dict(state.ledger)
+    loaded.ledger[queue_key("part", "P-1")] = _ledger(qbo_id="5")
+    del loaded.ledger[queue_key("purchase_order", "2007")]
+    assert queue_key("purchase_order", "2007") not in loaded.ledger
+    store.save(loaded)
+    again = store.load().ledger
+    assert len(again) == 5001 and again[queue_key("part", "P-1")].qbo_id == "5"
+    assert again.get(queue_key("purchase_order", "2007")) is None
+
+
+def test_ledger_writes_are_kept_only_once_saved(tmp_path: Path) -> None:
+    """A crash before the save loses the entries since the last save, never the file."""
+    store = StateStore(tmp_path / "state.json")
+    store.save(_full_state())
+    state = store.load()
+    state.ledger[queue_key("part", "P-2")] = _ledger(qbo_id="6")
+    assert isinstance(state.ledger, SqliteLedger)
+    assert queue_key("part", "P-2") not in StateStore(store.path).load().ledger  # another reader: not yet
+    state.ledger.clear()
+    assert len(state.ledger) == 0
+    assert len(StateStore(store.path).load().ledger) == 1  # the clear is not committed either
+    store.save(state)
+    assert len(StateStore(store.path).load().ledger) == 0
+
+
+def test_reading_a_missing_ledger_creates_nothing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state" / "state.json")
+    state = store.load()
+    assert state.ledger.get("part:P-1") is None and len(state.ledger) == 0 and list(state.ledger) == []
+    state.ledger.clear()
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_version_1_document_moves_its_ledger_to_sqlite_at_the_next_save(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    old = state_to_dict(_full_state())
+    old["version"] = 1
+    old["ledger"] = {"purchase_order:1001": {
+        "qbo_id": "77", "sync_token": "3", "payload_sha256": payload_sha256({"DocNumber": "1042"}),
+        "ion_updated_at": "2024-05-01T11:57:00+00:00", "ion_etag": "etag-abc", "synced_at": "2024-05-01T12:00:00+00:00"}}
+    store.path.write_text(json.dumps(old))
+    state = store.load()
+    assert state.version == 2 and dict(state.ledger) == {"purchase_order:1001": _ledger()}
+    assert not store.ledger_path.exists()  # loading writes nothing
+    store.save(state)
+    assert "ledger" not in json.loads(store.path.read_text())
+    assert dict(store.load().ledger) == {"purchase_order:1001": _ledger()}
+
+
+def test_a_damaged_ledger_is_a_state_error_that_names_the_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    store.save(_full_state())
+    store.ledger_path.write_bytes(b"this is not an sqlite database" * 100)
+    for name in ("state.ledger.sqlite-wal", "state.ledger.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(StateError) as info:
+        store.load().ledger.get("purchase_order:1001")
+    assert str(store.ledger_path) in str(info.value) and "move" in (info.value.hint or "")
+
+
+def test_a_value_that_is_not_json_leaves_the_old_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    store.save(_full_state())
+    before = store.path.read_bytes()
+    state = _full_state()
+    state.alerts["bad"] = object()
+    with pytest.raises(StateError, match="cannot save state"):
+        store.save(state)
+    assert store.path.read_bytes() == before
+    assert _names(tmp_path) == ["state.json"]

@@ -46,6 +46,7 @@ from ionqbo.errors import (
     WrongCompanyError,
 )
 from ionqbo.http import RETRY_EXCEPTIONS, RetryPolicy, describe, make_session, redact, send_with_retry
+from ionqbo.state import replace_file
 
 log = logging.getLogger("ionqbo.qbo.auth")
 
@@ -171,29 +172,8 @@ class TokenStore:
     def save(self, record: TokenRecord) -> None:
         """Write ``record`` atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
         redact.add(record.access_token, record.refresh_token)
-        parent = self.path.parent
-        if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
         data = (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
-        tmp = parent / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        dir_fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, [data])
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
