@@ -246,7 +246,7 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         settings = _settings(require=require)
         ion, auth, qbo = _clients(settings)
         progress = _progress_for(sys.stderr)
-        syncer = Syncer(settings, ion=ion, qbo=qbo, store=StateStore(settings.state_path),
+        syncer = Syncer(settings, ion=ion, qbo=qbo, store=StateStore(settings.state_path, read_only=dry_run),
                         realm_id=auth.realm_id, progress=progress)
         try:
             report = syncer.run(SyncOptions(since=since_at, dry_run=dry_run, po_ids=po_ids, parts=parts))

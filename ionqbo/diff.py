@@ -105,8 +105,10 @@ def keep_line_ids(lines: list[Any], existing: list[Any]) -> list[Any]:
     QBO reads a line with the ``Id`` of one of the object's lines as an update of that line, and a
     line without one as a new line; lines not sent are removed (qbo-api.md section 3). A bill
     received against a PO links to its lines (line ``LinkedTxn``), so replacing every line on each
-    update would cut those links. A new line takes the Id of the first unused QBO line, in line
-    order, with the same kind (item or category) and the same item or account; that line's
+    update would cut those links. A new line takes the Id of an unused QBO line of the same kind
+    (item or category) and the same item or account: first one that also has the same amount,
+    quantity, rate and description (the line did not change, so a bill linked to it stays with it
+    even when a line before it was removed), then the first such line in line order. That line's
     ``LinkedTxn`` goes with it. Lines that match nothing are sent without an Id (created), and QBO
     lines that nothing matches are removed, as ION removed them.
     """
@@ -115,19 +117,35 @@ def keep_line_ids(lines: list[Any], existing: list[Any]) -> list[Any]:
         key = _line_key(line)
         if key is not None and str(line.get("Id") or "").strip():
             unused.setdefault(key, []).append(line)
+    taken: dict[int, Mapping[str, Any]] = {}
+    for exact in (True, False):
+        for index, line in enumerate(lines):
+            key = _line_key(line)
+            if index in taken or key is None or not unused.get(key) or line.get("Id"):
+                continue
+            candidates = unused[key]
+            match = next((c for c in candidates if _same_line(c, line)), None) if exact else candidates[0]
+            if match is not None:
+                candidates.remove(match)
+                taken[index] = match
     out = []
-    for line in lines:
-        key = _line_key(line)
-        candidates = unused.get(key) if key is not None else None
-        if not candidates or line.get("Id"):
+    for index, line in enumerate(lines):
+        old = taken.get(index)
+        if old is None:
             out.append(line)
             continue
-        old = candidates.pop(0)
         kept = {**line, "Id": str(old["Id"])}
         if old.get("LinkedTxn") and not line.get("LinkedTxn"):
             kept["LinkedTxn"] = copy.deepcopy(old["LinkedTxn"])
         out.append(kept)
     return out
+
+
+def _same_line(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """The line ionqbo would send equals the QBO line, in every value it sends."""
+    changes: list[FieldChange] = []
+    _compare("Line", new, old, changes)
+    return not changes
 
 
 def _line_key(line: Any) -> tuple[str, str] | None:

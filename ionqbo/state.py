@@ -4,8 +4,9 @@ The state file is versioned JSON, written atomically (temp file in the same dire
 ``os.replace``, fsync of the directory) with mode 0600, so a crash at any instant leaves either the
 old or the new state, never a truncated one (design.md section 5, style.md R10). The ledger (one
 entry per record ever written: a 20,000-PO company has 28,000) lives beside it in an SQLite file
-(``state.ledger.sqlite``, WAL, fsync on commit), so a run holds none of it in memory and a save
-writes only what changed; it is committed before the state file at every save. Nothing here reads
+(``state.ledger.sqlite``, fsync on commit), so a run holds none of it in memory and a save writes
+only what changed; it is committed before the state file at every save, with the settings hash its
+entries were written under. Nothing here reads
 the clock: every method that needs the time takes it as an argument, and :class:`SyncLock` takes an
 injectable clock.
 """
@@ -602,8 +603,13 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
     a company has. Writes join one transaction that :meth:`commit` ends (:meth:`StateStore.save`
     does, before it writes the state file): a crash loses at most the entries since the last save,
     and the ledger only saves QBO requests (lookups are the truth), so a lost entry costs one lookup.
-    The file is created 0600 at the first write; reading a missing file reads an empty ledger and
-    creates nothing (a dry run writes nothing). WAL mode: ``ionqbo status`` can read during a sync.
+    The file is created 0600 at the first write, with a rollback journal (``-journal``) that the next
+    writer rolls back after a crash. ``tag`` (the sync's settings hash) is kept in the same file and
+    the same transaction as the entries it vouches for.
+
+    A ``read_only`` ledger (a dry run) opens the file read-only and never creates, changes or recovers
+    anything; if it cannot read the file (say a crashed writer left a journal to roll back) it reads
+    as empty, which costs lookups and nothing else.
     """
 
     # Fixed SQL: values only ever travel as parameters.
@@ -612,10 +618,17 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
         "INSERT OR REPLACE INTO ledger (key, qbo_id, sync_token, payload_sha256, ion_updated_at, ion_etag, synced_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS ledger (key TEXT PRIMARY KEY, qbo_id TEXT NOT NULL, sync_token TEXT NOT NULL,"
+        " payload_sha256 TEXT NOT NULL, ion_updated_at TEXT, ion_etag TEXT, synced_at TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
+    )
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._db: sqlite3.Connection | None = None
+        self._unreadable = False
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
@@ -625,42 +638,51 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
     def _fail(self, exc: BaseException) -> StateError:
         return StateError(
             f"cannot use the ledger {self.path}: {exc}",
-            hint=f"move {self.path} aside: it only saves QBO requests (the next sync looks every record up in "
-            "QBO and writes nothing twice); check free space and that the state directory belongs to the user "
-            "running ionqbo",
+            hint=f"move {self.path} (and {self.path.name}-journal, if there is one) aside: it only saves QBO "
+            "requests (the next sync looks every record up in QBO and writes nothing twice); check free space "
+            "and that the state directory belongs to the user running ionqbo",
         )
 
-    def _conn(self, *, create: bool) -> sqlite3.Connection | None:
+    def _conn(self, *, write: bool) -> sqlite3.Connection | None:
+        if write and self.read_only:
+            raise StateError(f"the ledger {self.path} was opened read-only (a dry run) and cannot be written")
         if self._db is not None:
             return self._db
-        if not create and not self.path.exists():
+        if self._unreadable or (not write and not self.path.exists()):
             return None
         try:
-            if create:
-                ensure_private_dir(self.path.parent)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+            if self.read_only:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                return self._db
+            ensure_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+            try:
+                os.fchmod(fd, _FILE_MODE)
+            finally:
                 os.close(fd)
             db = sqlite3.connect(self.path, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS ledger (key TEXT PRIMARY KEY, qbo_id TEXT NOT NULL, sync_token TEXT NOT NULL,"
-                " payload_sha256 TEXT NOT NULL, ion_updated_at TEXT, ion_etag TEXT, synced_at TEXT NOT NULL)"
-                " WITHOUT ROWID"
-            )
+            for statement in self._SCHEMA:
+                db.execute(statement)
             db.commit()
         except (OSError, sqlite3.Error) as exc:
             raise self._fail(exc) from exc
         self._db = db
         return db
 
-    def _run(self, sql: str, args: tuple[Any, ...] = (), *, create: bool = False) -> list[Any]:
-        db = self._conn(create=create)
+    def _run(self, sql: str, args: tuple[Any, ...] = (), *, write: bool = False) -> list[Any]:
+        db = self._conn(write=write)
         if db is None:
             return []
         try:
             return db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
+            if self.read_only:  # a dry run does without the ledger rather than touch it
+                log.warning("cannot read the ledger %s (%s); this dry run looks every record up in QBO", self.path, exc)
+                self.close()
+                self._unreadable = True
+                return []
             raise self._fail(exc) from exc
 
     def commit(self) -> None:
@@ -672,18 +694,26 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
                 raise self._fail(exc) from exc
 
     def close(self) -> None:
-        """Commit and close the file (reopened on the next use)."""
-        self.commit()
+        """Close the file, dropping what was not committed (reopened on the next use)."""
         if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.rollback()
             self._db.close()
             self._db = None
+
+    @property
+    def tag(self) -> str | None:
+        """A caller's label for the entries (the sync's settings hash); None when never set."""
+        rows = self._run("SELECT value FROM meta WHERE key = 'tag'")
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    @tag.setter
+    def tag(self, value: str | None) -> None:
+        self._run("INSERT OR REPLACE INTO meta (key, value) VALUES ('tag', ?)", (value,), write=True)
 
     # -- the mapping --
 
     def _entry(self, key: str, row: tuple[Any, ...]) -> LedgerEntry:
-        def fail(problem: str) -> StateError:
-            return StateError(f"the ledger {self.path} is damaged: {key}: {problem}", hint=self._fail(ValueError()).hint)
-
         try:
             return LedgerEntry(
                 qbo_id=str(row[0]),
@@ -694,9 +724,11 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
                 synced_at=_aware(datetime.fromisoformat(row[5])),
             )
         except (TypeError, ValueError) as exc:
-            raise fail(str(exc)) from exc
+            raise StateError(f"the ledger {self.path} is damaged: {key}: {exc}", hint=self._fail(exc).hint) from exc
 
     def __getitem__(self, key: str) -> LedgerEntry:
+        if not isinstance(key, str):
+            raise KeyError(key)
         rows = self._run(self._SELECT, (key,))
         if not rows:
             raise KeyError(key)
@@ -713,12 +745,12 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
             entry.ion_etag,
             _dt_out(entry.synced_at, f"ledger.{key}.synced_at"),
         )
-        self._run(self._UPSERT, row, create=True)
+        self._run(self._UPSERT, row, write=True)
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
-        self._run("DELETE FROM ledger WHERE key = ?", (key,), create=True)
+        self._run("DELETE FROM ledger WHERE key = ?", (key,), write=True)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and bool(self._run("SELECT 1 FROM ledger WHERE key = ?", (key,)))
@@ -731,14 +763,15 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
         return int(rows[0][0]) if rows else 0
 
     def clear(self) -> None:
-        if self._conn(create=False) is not None:
-            self._run("DELETE FROM ledger", create=True)
+        if self._conn(write=False) is not None:
+            self._run("DELETE FROM ledger", write=True)
 
-    def replace_all(self, entries: Mapping[str, LedgerEntry]) -> None:
-        """Make the ledger hold exactly ``entries`` (committed at the next :meth:`commit`)."""
-        if not entries and self._conn(create=False) is None:
+    def replace_all(self, entries: Mapping[str, LedgerEntry], *, tag: str | None = None) -> None:
+        """Make the ledger hold exactly ``entries`` and ``tag`` (committed at the next :meth:`commit`)."""
+        if not entries and tag is None and self._conn(write=False) is None:
             return  # nothing to hold and no file: create none
         self.clear()
+        self.tag = tag
         for key, entry in entries.items():
             self[key] = entry
 
@@ -760,10 +793,12 @@ class StateStore:
 
     Args:
         path: The state file, e.g. ``$IONQBO_STATE_DIR/state.json``.
+        read_only: Open the ledger read-only (a dry run); the state file is only ever read by load.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
 
     @property
     def ledger_path(self) -> Path:
@@ -783,7 +818,7 @@ class StateStore:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return State(ledger=SqliteLedger(self.ledger_path))
+            return State(ledger=SqliteLedger(self.ledger_path, read_only=self.read_only))
         except OSError as exc:
             raise StateError(
                 f"cannot read state file {self.path}: {exc.strerror or exc}",
@@ -819,7 +854,7 @@ class StateStore:
                 version = data["version"]
         state = state_from_dict(data, self.path)
         if "ledger" not in data:  # else: upgraded from version 1, moved to SQLite at the next save
-            state.ledger = SqliteLedger(self.ledger_path)
+            state.ledger = SqliteLedger(self.ledger_path, read_only=self.read_only)
         return state
 
     def save(self, state: State) -> None:
@@ -839,14 +874,18 @@ class StateStore:
         except (TypeError, ValueError) as exc:
             raise StateError(f"cannot save state to {self.path}: {exc}") from exc
         ledger = state.ledger
-        if isinstance(ledger, SqliteLedger) and ledger.path == self.ledger_path:
+        if isinstance(ledger, SqliteLedger) and os.path.abspath(ledger.path) == os.path.abspath(self.ledger_path):
             ledger.commit()
-        else:  # a state built in memory, or upgraded from version 1: its ledger moves into the file
+        else:  # built in memory, or upgraded from version 1: the ledger moves into the file, whole or not at all
             target = SqliteLedger(self.ledger_path)
+            tag = state.cache.get("config_hash")  # where format 1 kept the sync's settings hash
             try:
-                target.replace_all(ledger)
-            finally:
+                target.replace_all(ledger, tag=tag if isinstance(tag, str) else None)
+                target.commit()
+            except BaseException:
                 target.close()
+                raise
+            state.ledger = target  # later saves write only what changed
         try:
             replace_file(self.path, [(text + "\n").encode("utf-8")])
         except OSError as exc:

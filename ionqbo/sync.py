@@ -38,7 +38,7 @@ from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
 from ionqbo.qbo.client import quote
 from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
 from ionqbo.report import Failure, Outcome, SyncReport
-from ionqbo.state import LedgerEntry, State, StateStore, SyncLock
+from ionqbo.state import LedgerEntry, SqliteLedger, State, StateStore, SyncLock
 
 log = logging.getLogger("ionqbo.sync")
 
@@ -163,8 +163,9 @@ class Syncer:
     def _first_time(self, kind: str, ion_id: str, etag: str, *, remember: bool) -> bool:
         """False for a record this run already handled in the same version (queue retry, then stream).
 
-        Only records read by id (the queue, ``--po``) are remembered: a stream yields each record
-        once, and remembering all of them would grow memory with every record of a backfill.
+        Only records read by id (the queue, ``--po``) and unreadable ones are remembered: a stream
+        yields each readable record once, and remembering all of them would grow memory with every
+        record of a backfill (an unreadable one may lack the updatedAt that keeps it from repeating).
         """
         key = f"{kind}:{ion_id}"
         if self._handled.get(key) == etag:
@@ -195,10 +196,16 @@ class Syncer:
         self._cap = started - timedelta(seconds=self.settings.cursor_overlap_seconds)
         # The ledger (what ionqbo last wrote, per record) only saves requests; lookups are the truth.
         # Written under other settings (item name template, accounts, mappings) it is forgotten.
-        self._ledger_ok = state.cache.get("config_hash") == self._config_hash()
+        # The hash is kept with the entries (one SQLite transaction), so a crash between the ledger's
+        # commit and the state file's cannot leave entries trusted under settings they were not written with.
+        config = self._config_hash()
+        ledger = state.ledger
+        self._ledger_ok = (ledger.tag if isinstance(ledger, SqliteLedger) else state.cache.get("config_hash")) == config
         if not self._ledger_ok and not options.dry_run:
-            state.ledger.clear()
-            state.cache["config_hash"] = self._config_hash()
+            ledger.clear()
+            if isinstance(ledger, SqliteLedger):
+                ledger.tag = config
+            state.cache["config_hash"] = config
             self._ledger_ok = True
         try:
             if options.po_ids:
@@ -300,7 +307,7 @@ class Syncer:
             for rec in chunk:
                 if stream is None:  # read by id: the caller forgets the ids ION no longer has
                     seen.add(rec.ion_id if isinstance(rec, InvalidRecord) else rec.id)
-                if not self._first_time(PART_KIND, *_id_etag(rec), remember=stream is None):
+                if not self._first_time(PART_KIND, *_id_etag(rec), remember=stream is None or isinstance(rec, InvalidRecord)):
                     continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PART_KIND, rec.ion_id, rec.error)
@@ -422,7 +429,7 @@ class Syncer:
                 ion_id = rec.ion_id if isinstance(rec, InvalidRecord) else rec.id
                 if stream is None:
                     seen.add(ion_id)
-                if not self._first_time(PO_KIND, *_id_etag(rec), remember=stream is None):
+                if not self._first_time(PO_KIND, *_id_etag(rec), remember=stream is None or isinstance(rec, InvalidRecord)):
                     continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PO_KIND, rec.ion_id, rec.error)

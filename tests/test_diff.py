@@ -270,6 +270,18 @@ def test_new_lines_take_the_ids_and_bill_links_of_the_lines_they_replace() -> No
     assert all("Id" not in line for line in new)  # inputs are not modified
 
 
+def test_a_bill_link_stays_with_the_unchanged_line_when_a_line_before_it_is_removed() -> None:
+    linked = [{"TxnId": "900", "TxnType": "Bill"}]
+    existing = [_item_line("101", 10, Id="1", LineNum=1), _item_line("101", 20, Id="2", LineNum=2, LinkedTxn=linked)]
+    out = keep_line_ids([_item_line("101", 20)], existing)  # ION removed the first line
+    assert [(line["Id"], line.get("LinkedTxn")) for line in out] == [("2", linked)]
+    existing = [_item_line("101", 10, Id="1", LineNum=1, LinkedTxn=linked), _item_line("101", 20, Id="2", LineNum=2)]
+    out = keep_line_ids([_item_line("101", 20)], existing)
+    assert [(line["Id"], line.get("LinkedTxn")) for line in out] == [("2", None)]  # the billed line is gone
+    out = keep_line_ids([_item_line("101", 11), _item_line("101", 20)], existing)  # first line edited
+    assert [(line["Id"], line.get("LinkedTxn")) for line in out] == [("1", linked), ("2", None)]
+
+
 def test_lines_keep_their_ids_only_when_qbo_gave_them_one() -> None:
     existing = [_item_line("101", 10), _item_line("101", 10, Id="")]
     assert [line.get("Id") for line in keep_line_ids([_item_line("101", 10)], existing)] == [None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -882,3 +883,48 @@ def test_a_value_that_is_not_json_leaves_the_old_file(tmp_path: Path) -> None:
         store.save(state)
     assert store.path.read_bytes() == before
     assert _names(tmp_path) == ["state.json"]
+
+
+def test_a_failed_move_of_an_in_memory_ledger_leaves_the_ledger_file_as_it_was(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    store.save(_full_state())
+    state = _full_state()
+    state.ledger = {"part:P-1": _ledger("1"), "part:P-2": dataclasses.replace(_ledger("2"), synced_at=datetime(2024, 5, 1))}
+    with pytest.raises(StateError, match="naive"):
+        store.save(state)
+    assert dict(store.load().ledger) == {"purchase_order:1001": _ledger()}
+
+
+def test_a_saved_in_memory_ledger_becomes_the_files_and_carries_the_settings_hash(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    state = _full_state()
+    state.cache["config_hash"] = "abc123"
+    store.save(state)
+    assert isinstance(state.ledger, SqliteLedger)  # moved: the next save writes only what changed
+    loaded = store.load().ledger
+    assert isinstance(loaded, SqliteLedger) and loaded.tag == "abc123"
+    loaded.tag = "def456"
+    loaded.clear()
+    assert StateStore(store.path).load().ledger.tag == "abc123"  # the hash and the entries commit together
+    loaded.commit()
+    other = StateStore(store.path).load().ledger
+    assert other.tag == "def456" and len(other) == 0
+
+
+def test_a_read_only_ledger_changes_nothing_and_does_without_a_file_it_cannot_read(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    store.save(_full_state())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    reader = StateStore(store.path, read_only=True).load()
+    assert reader.ledger.get("purchase_order:1001") == _ledger() and len(reader.ledger) == 1
+    with pytest.raises(StateError, match="read-only"):
+        reader.ledger["part:P-3"] = _ledger()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # a journal a killed writer left: only a writer may roll it back; a dry run reads no ledger
+    (tmp_path / "state.ledger.sqlite-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 504)
+    store.ledger_path.write_bytes(b"not a database" * 100)
+    reader = StateStore(store.path, read_only=True).load()
+    assert reader.ledger.get("purchase_order:1001") is None and len(reader.ledger) == 0
+    assert not (tmp_path / "missing").exists()
+    assert StateStore(tmp_path / "missing" / "state.json", read_only=True).load().ledger.get("part:P-1") is None
+    assert not (tmp_path / "missing").exists()

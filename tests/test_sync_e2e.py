@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import signal
 import time
 from decimal import Decimal
@@ -84,12 +85,33 @@ def test_an_update_keeps_the_qbo_line_ids_and_a_bill_linked_to_a_line(env: Env) 
     assert po["Line"][0].get("LinkedTxn") == [link] and po["LinkedTxn"] == [link]
 
 
+def test_the_ledger_is_trusted_only_under_the_settings_it_was_written_with(env: Env) -> None:
+    import sqlite3
+
+    assert env.run("sync").code == 3
+    env.box.qbo.reset_counters()
+    again = env.run("sync", "--since", "2000-01-01", "--json").json()
+    trusted = again["requests"]["qbo"]  # the queued PO's reference check only: the ledger vouches for the rest
+    assert trusted <= 1 and again["purchase_orders"]["unchanged"] >= 3
+    # as if a run under other settings had committed its ledger and been killed before the state file
+    with contextlib.closing(sqlite3.connect(env.state_dir / "state.ledger.sqlite")) as db, db:
+        db.execute("UPDATE meta SET value = 'written-under-other-settings' WHERE key = 'tag'")
+    report = env.run("sync", "--since", "2000-01-01", "--json").json()
+    assert report["requests"]["qbo"] > trusted and env.box.qbo.counters["writes"] == 0  # looked up, not rewritten
+    assert report["purchase_orders"]["unchanged"] >= 3
+    assert env.run("sync", "--since", "2000-01-01", "--json").json()["requests"]["qbo"] == trusted  # trusted again
+
+
 def test_dry_run_writes_nothing_and_shows_the_field_changes(env: Env) -> None:
     assert env.run("sync").code == 3
     state_before = (env.state_dir / "state.json").read_text()
+    files_before = {p.name: p.read_bytes() for p in env.state_dir.iterdir() if p.name != "qbo-tokens.json"}
+    assert "state.ledger.sqlite" in files_before
     env.box.ion.update_line(1042, 5001, {"quantity": 30, "totalCost": 1275.0})
     env.box.qbo.reset_counters()
     run = env.run("sync", "--dry-run")
+    # nothing in the state directory changes (the token store may rotate: that is QBO's rule)
+    assert {p.name: p.read_bytes() for p in env.state_dir.iterdir() if p.name != "qbo-tokens.json"} == files_before
     assert env.box.qbo.counters["writes"] == 0
     assert "Dry run" in run.stdout
     assert "1042" in run.stdout and "Qty" in run.stdout and "30" in run.stdout and "24" in run.stdout
