@@ -91,7 +91,7 @@ def diff(desired: Mapping[str, Any], existing: Mapping[str, Any] | None, owned: 
     for key in keys:
         _compare(key, desired[key], existing.get(key), changes)
     body = update_body(existing, {k: desired[k] for k in keys})
-    if "Line" in keys and isinstance(body.get("Line"), list) and isinstance(existing.get("Line"), list):
+    if changes and "Line" in keys and isinstance(body.get("Line"), list) and isinstance(existing.get("Line"), list):
         body["Line"] = keep_line_ids(body["Line"], existing["Line"])
     return Change("update" if changes else "unchanged", changes, body)
 
