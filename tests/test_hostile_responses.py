@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ionqbo.sandbox.httpd import App, Request, Response, Server
+from ionqbo.sandbox.httpd import App, Request, Response
 
 from conftest import Env, make_env
 
@@ -181,7 +181,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
     box = Sandbox(sample=True, multicurrency=True)
     proxy = Proxy()
-    box._servers = [Server(proxy.wrap("ion", box.ion)).start(), Server(proxy.wrap("qbo", box.qbo)).start()]
+    box.start(tap=proxy.wrap)
     try:
         env = make_env(box, tmp_path, IONQBO_THROTTLE_WAIT="0.1", IONQBO_MAX_RETRIES="2", IONQBO_HTTP_TIMEOUT="5")
         yield Rig(env, box, proxy)

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from ionqbo.sandbox.httpd import App, Request, Response, Server
+from ionqbo.sandbox.httpd import App, Request, Response
 
 from conftest import Env, make_env
 
@@ -143,7 +143,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     box = Sandbox(sample=True, multicurrency=True)
     killer = Killer()
     # The sandbox's own servers, with the tap in front of each emulator.
-    box._servers = [Server(killer.wrap("ion", box.ion)).start(), Server(killer.wrap("qbo", box.qbo)).start()]
+    box.start(tap=killer.wrap)
     try:
         env = make_env(box, tmp_path, IONQBO_PAGE_SIZE="20")
         box.qbo.load({"Account": [{"Name": "Calibration Services", "AcctNum": "7777", "AccountType": "Expense",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ionqbo.sandbox import data
-from ionqbo.sandbox.httpd import Server
+from ionqbo.sandbox.httpd import App, Server
 from ionqbo.sandbox.ion import IonEmulator
 from ionqbo.sandbox.qbo import QboEmulator
 
@@ -52,8 +53,17 @@ class Sandbox:
         elif not self.multicurrency:
             self.qbo.load({"Preferences": {"CurrencyPrefs": {"MultiCurrencyEnabled": False}}})
 
-    def start(self) -> Sandbox:
-        self._servers = [Server(self.ion, port=self.ion_port).start(), Server(self.qbo, port=self.qbo_port).start()]
+    def start(self, tap: Callable[[str, App], App] | None = None) -> Sandbox:
+        """Serve both emulators; ``tap(name, app)`` ("ion", "qbo") may put an App in front of each.
+
+        The tap sees every request and answer (the crash and hostile-response suites kill the client
+        or mangle answers there); the emulators behave as without it.
+        """
+        def app(name: str, emulator: App) -> App:
+            return tap(name, emulator) if tap is not None else emulator
+
+        self._servers = [Server(app("ion", self.ion), port=self.ion_port).start(),
+                         Server(app("qbo", self.qbo), port=self.qbo_port).start()]
         return self
 
     def stop(self) -> None:
