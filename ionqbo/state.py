@@ -858,9 +858,11 @@ class StateStore:
         return state
 
     def save(self, state: State) -> None:
-        """Write the state atomically: temp file, flush, fsync, ``os.replace``, fsync of the directory.
+        """Commit the ledger, then write the state file atomically (:func:`replace_file`).
 
-        The file is created 0600, and its directory 0700 when it does not exist yet.
+        The ledger goes first: its entries are facts about writes QBO already has, so a crash between
+        the two leaves nothing wrong, only a cursor that reads a few records again. The files are
+        created 0600, and their directory 0700 when it does not exist yet.
 
         Args:
             state: The state to write.
@@ -887,7 +889,7 @@ class StateStore:
                 raise
             state.ledger = target  # later saves write only what changed
         try:
-            replace_file(self.path, [(text + "\n").encode("utf-8")])
+            replace_file(self.path, (text + "\n").encode("utf-8"))
         except OSError as exc:
             raise StateError(
                 f"cannot write state file {self.path}: {exc.strerror or exc}",
@@ -895,13 +897,12 @@ class StateStore:
             ) from exc
 
 
-def replace_file(path: Path, blocks: Iterable[bytes]) -> None:
-    """Replace ``path`` atomically with ``blocks`` (the state file, the QBO token store).
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data`` (the state file, the QBO token store).
 
     A 0600 temp file beside it (one name per process; one left by a killed writer is swept), every
     byte written, fsync, ``os.replace``, then an fsync of the directory, which is created 0700 when
-    missing. On any error, one raised by ``blocks`` included, the temp file is removed and the old
-    file is left as it was.
+    missing. On any error the temp file is removed and the old file is left as it was.
     """
     directory = path.parent
     ensure_private_dir(directory)
@@ -911,8 +912,7 @@ def replace_file(path: Path, blocks: Iterable[bytes]) -> None:
     try:
         try:
             os.fchmod(fd, _FILE_MODE)  # O_CREAT's mode is cut by the umask; make it exact
-            for block in blocks:
-                _write_fully(fd, block)
+            _write_fully(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -173,7 +173,7 @@ class TokenStore:
         """Write ``record`` atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
         redact.add(record.access_token, record.refresh_token)
         data = (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
-        replace_file(self.path, [data])
+        replace_file(self.path, data)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
