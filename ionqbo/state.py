@@ -40,6 +40,8 @@ STATE_VERSION = 2  # 2: the ledger moved out of the JSON document into SQLite
 STREAMS = ("parts", "purchase_orders")
 # Record kinds in queue and ledger keys ("<kind>:<ion_id>").
 KINDS = ("purchase_order", "part")
+# Where a state built in memory (and format 1) keeps the ledger's tag: ``cache[LEDGER_TAG_KEY]``.
+LEDGER_TAG_KEY = "config_hash"
 
 # Backoff for retryable record failures: 5 min, 10 min, 20 min, ... capped at 6 h. The first retry
 # comes a few sync intervals later (cron runs every few minutes), the cap keeps a stuck record
@@ -239,6 +241,26 @@ class State:
             return False
         self.cursors[stream] = value
         return True
+
+    # -- ledger --
+
+    def ledger_tag(self) -> str | None:
+        """The tag the ledger's entries were written under (the sync's settings hash), or None.
+
+        A file ledger keeps it in the same transaction as its entries; an in-memory one (and a
+        format-1 state) keeps it in ``cache[LEDGER_TAG_KEY]``.
+        """
+        if isinstance(self.ledger, SqliteLedger):
+            return self.ledger.tag
+        value = self.cache.get(LEDGER_TAG_KEY)
+        return value if isinstance(value, str) else None
+
+    def reset_ledger(self, tag: str) -> None:
+        """Forget every ledger entry and tag the ledger anew (a file ledger commits at the next save)."""
+        self.ledger.clear()
+        if isinstance(self.ledger, SqliteLedger):
+            self.ledger.tag = tag
+        self.cache[LEDGER_TAG_KEY] = tag
 
     # -- queue --
 
@@ -880,9 +902,8 @@ class StateStore:
             ledger.commit()
         else:  # built in memory, or upgraded from version 1: the ledger moves into the file, whole or not at all
             target = SqliteLedger(self.ledger_path)
-            tag = state.cache.get("config_hash")  # where format 1 kept the sync's settings hash
             try:
-                target.replace_all(ledger, tag=tag if isinstance(tag, str) else None)
+                target.replace_all(ledger, tag=state.ledger_tag())
                 target.commit()
             except BaseException:
                 target.close()

@@ -38,7 +38,7 @@ from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
 from ionqbo.qbo.client import quote
 from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
 from ionqbo.report import Failure, Outcome, SyncReport
-from ionqbo.state import LedgerEntry, SqliteLedger, State, StateStore, SyncLock
+from ionqbo.state import LedgerEntry, State, StateStore, SyncLock
 
 log = logging.getLogger("ionqbo.sync")
 
@@ -160,17 +160,18 @@ class Syncer:
         self._handled: dict[str, str] = {}  # "kind:id" -> the ION _etag handled in this run
         self._stale_items: set[str] = set()  # QBO item ids that changed in QBO since the last run
 
-    def _first_time(self, kind: str, ion_id: str, etag: str, *, remember: bool) -> bool:
+    def _first_time(self, kind: str, rec: Part | PurchaseOrder | InvalidRecord, *, by_id: bool) -> bool:
         """False for a record this run already handled in the same version (queue retry, then stream).
 
         Only records read by id (the queue, ``--po``) and unreadable ones are remembered: a stream
         yields each readable record once, and remembering all of them would grow memory with every
         record of a backfill (an unreadable one may lack the updatedAt that keeps it from repeating).
         """
+        ion_id, etag = _id_etag(rec)
         key = f"{kind}:{ion_id}"
         if self._handled.get(key) == etag:
             return False
-        if remember:
+        if by_id or isinstance(rec, InvalidRecord):
             self._handled[key] = etag
         return True
 
@@ -199,13 +200,9 @@ class Syncer:
         # The hash is kept with the entries (one SQLite transaction), so a crash between the ledger's
         # commit and the state file's cannot leave entries trusted under settings they were not written with.
         config = self._config_hash()
-        ledger = state.ledger
-        self._ledger_ok = (ledger.tag if isinstance(ledger, SqliteLedger) else state.cache.get("config_hash")) == config
+        self._ledger_ok = state.ledger_tag() == config
         if not self._ledger_ok and not options.dry_run:
-            ledger.clear()
-            if isinstance(ledger, SqliteLedger):
-                ledger.tag = config
-            state.cache["config_hash"] = config
+            state.reset_ledger(config)
             self._ledger_ok = True
         try:
             if options.po_ids:
@@ -307,7 +304,7 @@ class Syncer:
             for rec in chunk:
                 if stream is None:  # read by id: the caller forgets the ids ION no longer has
                     seen.add(rec.ion_id if isinstance(rec, InvalidRecord) else rec.id)
-                if not self._first_time(PART_KIND, *_id_etag(rec), remember=stream is None or isinstance(rec, InvalidRecord)):
+                if not self._first_time(PART_KIND, rec, by_id=stream is None):
                     continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PART_KIND, rec.ion_id, rec.error)
@@ -429,7 +426,7 @@ class Syncer:
                 ion_id = rec.ion_id if isinstance(rec, InvalidRecord) else rec.id
                 if stream is None:
                     seen.add(ion_id)
-                if not self._first_time(PO_KIND, *_id_etag(rec), remember=stream is None or isinstance(rec, InvalidRecord)):
+                if not self._first_time(PO_KIND, rec, by_id=stream is None):
                     continue
                 if isinstance(rec, InvalidRecord):
                     self._fail(PO_KIND, rec.ion_id, rec.error)
