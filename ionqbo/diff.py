@@ -16,7 +16,9 @@ Rules (design.md section 5, R9):
   ``CustomField``, ``LinkedTxn``...) are kept, with the owned fields the desired payload carries
   replaced as a whole and the read-only fields QBO computes (``TotalAmt``, ``MetaData``...)
   dropped. New lines carry the ``Id`` (and ``LinkedTxn``) of the QBO line with the same item or
-  account they replace (:func:`keep_line_ids`), so a bill linked to a line stays linked.
+  account they replace (:func:`keep_line_ids`), so a bill linked to a line stays linked, with the
+  line fields ionqbo does not set (``CustomerRef``, ``BillableStatus``, ``MarkupInfo``,
+  ``TaxCodeRef`` where ionqbo sends none, ``ProjectRef``...) as QBO has them (:func:`keep_line_fields`).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def keep_line_ids(lines: list[Any], existing: list[Any]) -> list[Any]:
     (item or category) and the same item or account: first one that also has the same amount,
     quantity, rate and description (the line did not change, so a bill linked to it stays with it
     even when a line before it was removed), then the first such line in line order. That line's
-    ``LinkedTxn`` goes with it. Lines that match nothing are sent without an Id (created), and QBO
+    ``LinkedTxn`` goes with it, and so does every field of it that ionqbo does not own
+    (:func:`keep_line_fields`). Lines that match nothing are sent without an Id (created), and QBO
     lines that nothing matches are removed, as ION removed them.
     """
     unused: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -131,14 +134,48 @@ def keep_line_ids(lines: list[Any], existing: list[Any]) -> list[Any]:
     out = []
     for index, line in enumerate(lines):
         old = taken.get(index)
-        if old is None:
-            out.append(line)
-            continue
-        kept = {**line, "Id": str(old["Id"])}
-        if old.get("LinkedTxn") and not line.get("LinkedTxn"):
-            kept["LinkedTxn"] = copy.deepcopy(old["LinkedTxn"])
-        out.append(kept)
+        out.append(line if old is None else keep_line_fields(line, old))
     return out
+
+
+# The line fields ionqbo always sets (it owns them even when it sends them empty: an ION line whose
+# description was cleared clears the QBO line's). Everything else on a QBO line it keeps belongs to
+# the accountant, unless ionqbo sends it: the line's LinkedTxn (a bill), CustomField, ProjectRef,
+# Received, and in the detail CustomerRef, BillableStatus, MarkupInfo, TaxInclusiveAmt,
+# PriceLevelRef, and ClassRef / TaxCodeRef where ionqbo does not set them (Intuit's Finance.xsd,
+# types Line, ItemLineDetail, ItemBasedExpenseLineDetail and AccountBasedExpenseLineDetail).
+LINE_OWNED_KEYS = frozenset({"Amount", "Description", "DetailType", "LineNum"})  # LineNum: ionqbo orders the lines
+DETAIL_OWNED_KEYS = {
+    "ItemBasedExpenseLineDetail": frozenset({"ItemRef", "Qty", "UnitPrice"}),
+    "AccountBasedExpenseLineDetail": frozenset({"AccountRef"}),
+}
+
+
+def keep_line_fields(line: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    """The line ionqbo sends, on top of the QBO line it replaces (same kind of line).
+
+    The result carries the QBO line's ``Id`` and every field of it that ionqbo does not own
+    (:data:`LINE_OWNED_KEYS`, :data:`DETAIL_OWNED_KEYS`, and what ``line`` itself sets), down to
+    the fields of the line detail: a full update that left them out would clear them (QBO's
+    omitted-means-null rule), so a customer, billable status or markup an accountant set stays.
+    """
+    detail_type = str(line.get("DetailType") or "")
+    kept: dict[str, Any] = {k: copy.deepcopy(v) for k, v in old.items()
+                            if k not in LINE_OWNED_KEYS and k != detail_type}
+    for key, value in line.items():
+        if key != detail_type:
+            kept[key] = copy.deepcopy(value)
+    new_detail = line.get(detail_type)
+    old_detail = old.get(detail_type)
+    if isinstance(new_detail, Mapping):
+        owned = DETAIL_OWNED_KEYS.get(detail_type, frozenset())
+        detail: dict[str, Any] = {}
+        if isinstance(old_detail, Mapping) and old.get("DetailType") == detail_type:
+            detail = {k: copy.deepcopy(v) for k, v in old_detail.items() if k not in owned}
+        detail.update(copy.deepcopy(dict(new_detail)))
+        kept[detail_type] = detail
+    kept["Id"] = str(old["Id"])
+    return kept
 
 
 def _same_line(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

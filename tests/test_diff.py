@@ -233,8 +233,14 @@ def test_update_body_keeps_the_accountants_fields_and_replaces_owned_ones() -> N
     for key in ("TotalAmt", "MetaData", "domain", "sparse"):
         assert key not in body
     # replaced as a whole: ShipAddr loses QBO's Id; each line carries the Id of the QBO line it replaces
+    # and the line fields ionqbo does not set (here QBO's TaxCodeRef and BillableStatus)
     assert body["ShipAddr"] == {"Line1": "Receiving", "City": "Pasadena"}
-    assert body["Line"] == [{**line, "Id": str(n)} for n, line in enumerate(desired["Line"], 1)]
+    for n, (line, sent) in enumerate(zip(desired["Line"], body["Line"], strict=True), 1):
+        assert sent["Id"] == str(n)
+        assert {k: v for k, v in sent.items() if k not in ("Id", line["DetailType"])} == {
+            k: v for k, v in line.items() if k != line["DetailType"]}
+        qbo_detail = existing["Line"][n - 1][line["DetailType"]]
+        assert sent[line["DetailType"]] == {**qbo_detail, **line[line["DetailType"]]}
     json.dumps(body)
 
 
@@ -400,3 +406,61 @@ def test_numbers_compare_as_decimal(new: Any, old: Any, equal: bool) -> None:
 
 def test_update_body_empty_value_removes_field() -> None:
     assert update_body({"Id": "1", "ShipAddr": {"City": "X"}, "TotalAmt": 3}, {"ShipAddr": {}}) == {"Id": "1"}
+
+
+def test_a_kept_line_keeps_every_field_ionqbo_does_not_set() -> None:
+    """CustomerRef, BillableStatus, MarkupInfo, TaxCodeRef (US), ProjectRef, CustomField: the accountant's."""
+    accountant = {
+        "CustomerRef": {"value": "58", "name": "Cool Cars"},
+        "BillableStatus": "Billable",
+        "MarkupInfo": {"PercentBased": True, "Percent": 10},
+        "TaxCodeRef": {"value": "NON"},
+        "ClassRef": {"value": "7"},
+        "TaxInclusiveAmt": 10,
+    }
+    existing = [
+        {**_item_line("101", 10, Id="1", LineNum=1, ProjectRef={"value": "300"},
+                      CustomField=[{"DefinitionId": "1", "StringValue": "x"}], Received=2),
+         "Description": "old text"},
+        _category_line("60", 5, Id="2", LineNum=2),
+    ]
+    existing[0]["ItemBasedExpenseLineDetail"].update(accountant)
+    existing[1]["AccountBasedExpenseLineDetail"].update({"CustomerRef": {"value": "59"}, "BillableStatus": "HasBeenBilled"})
+    new = [_category_line("60", 6), {**_item_line("101", 11), "Description": "new text"}]
+    out = keep_line_ids(new, existing)
+    item, category = out[1], out[0]
+    assert item["Id"] == "1" and item["Amount"] == 11 and item["Description"] == "new text"
+    assert item["ProjectRef"] == {"value": "300"} and item["Received"] == 2
+    assert item["CustomField"] == [{"DefinitionId": "1", "StringValue": "x"}]
+    assert "LineNum" not in item  # the order is ionqbo's
+    detail = item["ItemBasedExpenseLineDetail"]
+    assert detail == {"ItemRef": {"value": "101"}, "Qty": 1, "UnitPrice": 11, **accountant}
+    assert category["AccountBasedExpenseLineDetail"] == {
+        "AccountRef": {"value": "60"}, "CustomerRef": {"value": "59"}, "BillableStatus": "HasBeenBilled"}
+    assert "CustomerRef" not in new[1]["ItemBasedExpenseLineDetail"]  # inputs are not modified
+
+
+def test_a_kept_line_takes_what_ionqbo_sets_and_drops_what_ion_cleared() -> None:
+    existing = [{**_item_line("101", 10, Id="1"), "Description": "was there"}]
+    existing[0]["ItemBasedExpenseLineDetail"]["TaxCodeRef"] = {"value": "NON"}
+    existing[0]["ItemBasedExpenseLineDetail"]["ClassRef"] = {"value": "7"}
+    new = _item_line("101", 10)
+    new["ItemBasedExpenseLineDetail"]["TaxCodeRef"] = {"value": "GST"}  # a non-US company: ionqbo sets it
+    new["ItemBasedExpenseLineDetail"]["ClassRef"] = {"value": "8"}
+    (out,) = keep_line_ids([new], existing)
+    assert "Description" not in out  # ION's line has none: ionqbo owns the description
+    assert out["ItemBasedExpenseLineDetail"]["TaxCodeRef"] == {"value": "GST"}
+    assert out["ItemBasedExpenseLineDetail"]["ClassRef"] == {"value": "8"}
+
+
+def test_an_update_body_keeps_the_accountants_line_fields() -> None:
+    existing = {"Id": "9", "SyncToken": "2", "DocNumber": "1042",
+                "Line": [_item_line("101", 10, Id="1", LineNum=1)]}
+    existing["Line"][0]["ItemBasedExpenseLineDetail"].update(
+        {"CustomerRef": {"value": "58"}, "BillableStatus": "Billable"})
+    desired = {"DocNumber": "1042", "Line": [_item_line("101", 20)]}
+    change = diff(desired, existing, ("DocNumber", "Line"))
+    assert change.action == "update"
+    detail = change.body["Line"][0]["ItemBasedExpenseLineDetail"]
+    assert detail["CustomerRef"] == {"value": "58"} and detail["BillableStatus"] == "Billable"
+    assert detail["UnitPrice"] == 20 and change.body["Line"][0]["Id"] == "1"
