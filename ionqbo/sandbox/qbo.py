@@ -44,6 +44,7 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from ionqbo.sandbox.httpd import Faults, Request, Response, json_response, text_response
 from ionqbo.sandbox.qbo_query import QueryError, offset_tz, parse_query, run_query
+from ionqbo.sandbox.qbo_schema import QboModel, SchemaViolation
 
 Json = dict[str, Any]
 
@@ -68,43 +69,13 @@ RESOURCES = {
 LIST_ENTITIES = frozenset({"Vendor", "Customer", "Employee", "Account", "Class", "Item", "CompanyCurrency"})
 NAME_NAMESPACE = frozenset({"Vendor", "Customer", "Employee"})  # DisplayName unique across these
 
-_COMMON = ("Id", "SyncToken", "MetaData", "domain", "sparse")
-_PERSON = ("DisplayName", "Title", "GivenName", "MiddleName", "FamilyName", "Suffix", "CompanyName",
-           "PrintOnCheckName", "Active", "PrimaryPhone", "AlternatePhone", "Mobile", "Fax",
-           "PrimaryEmailAddr", "WebAddr", "BillAddr", "OtherContactInfo", "Notes", "CurrencyRef", "Balance")
-# Known top-level fields per entity: unknown properties on a write are refused (2010) and queries
-# may only name these.
+# The schema every request body is checked against, at every depth (qbo_schema.py; derived from
+# Intuit's XSD by scripts/derive_qbo_model.py). Its top-level element names per entity are also what
+# queries may name.
+MODEL = QboModel.from_package()
 FIELDS: dict[str, frozenset[str]] = {
-    "PurchaseOrder": frozenset((*_COMMON, "DocNumber", "TxnDate", "DueDate", "VendorRef", "APAccountRef",
-        "Line", "CurrencyRef", "ExchangeRate", "GlobalTaxCalculation", "POStatus", "POEmail",
-        "EmailStatus", "Memo", "PrivateNote", "ShipAddr", "VendorAddr", "ShipTo", "ClassRef",
-        "SalesTermRef", "ShipMethodRef", "CustomField", "TxnTaxDetail", "LinkedTxn", "TotalAmt",
-        "DepartmentRef", "TransactionLocationType", "RecurDataRef", "TaxCodeRef", "HomeTotalAmt")),
-    "Item": frozenset((*_COMMON, "Name", "Type", "Sku", "Description", "PurchaseDesc", "PurchaseCost",
-        "UnitPrice", "Active", "FullyQualifiedName", "TrackQtyOnHand", "QtyOnHand", "InvStartDate",
-        "AssetAccountRef", "IncomeAccountRef", "ExpenseAccountRef", "Taxable", "SalesTaxIncluded",
-        "PurchaseTaxIncluded", "SubItem", "ParentRef", "Level", "SalesTaxCodeRef", "PurchaseTaxCodeRef",
-        "PrefVendorRef", "ClassRef", "ReorderPoint", "AbatementRate", "ReverseChargeRate",
-        "ServiceType", "ItemCategoryType", "TaxClassificationRef", "UQCDisplayText", "UQCId")),
-    "Vendor": frozenset((*_COMMON, *_PERSON, "AcctNum", "TermRef", "Vendor1099", "TaxIdentifier",
-        "BillRate", "CostRate", "APAccountRef", "V4IDPseudonym", "VendorPaymentBankDetail")),
-    "Customer": frozenset((*_COMMON, *_PERSON, "FullyQualifiedName", "ShipAddr", "Job", "ParentRef",
-        "Level", "BillWithParent", "Taxable", "PreferredDeliveryMethod", "ResaleNum", "SalesTermRef",
-        "PaymentMethodRef", "BalanceWithJobs", "OpenBalanceDate")),
-    "Employee": frozenset((*_COMMON, *_PERSON, "EmployeeNumber", "SSN", "PrimaryAddr", "BillableTime",
-        "HiredDate", "ReleasedDate", "BirthDate", "Gender", "Organization")),
-    "Account": frozenset((*_COMMON, "Name", "AcctNum", "FullyQualifiedName", "Classification",
-        "AccountType", "AccountSubType", "Active", "CurrentBalance", "CurrentBalanceWithSubAccounts",
-        "CurrencyRef", "SubAccount", "ParentRef", "Description", "TaxCodeRef")),
-    "Class": frozenset((*_COMMON, "Name", "FullyQualifiedName", "SubClass", "ParentRef", "Active")),
-    "CompanyCurrency": frozenset((*_COMMON, "Code", "Name", "Active", "CustomField")),
-    "Preferences": frozenset((*_COMMON, "AccountingInfoPrefs", "ProductAndServicesPrefs", "SalesFormsPrefs",
-        "EmailMessagesPrefs", "VendorAndPurchasesPrefs", "TimeTrackingPrefs", "TaxPrefs", "CurrencyPrefs",
-        "ReportPrefs", "OtherPrefs")),
-    "CompanyInfo": frozenset((*_COMMON, "CompanyName", "LegalName", "CompanyAddr",
-        "CustomerCommunicationAddr", "LegalAddr", "PrimaryPhone", "CompanyStartDate", "FiscalYearStartMonth",
-        "Country", "Email",
-        "WebAddr", "SupportedLanguages", "NameValue")),
+    entity: frozenset(MODEL.fields(entity))
+    for entity in (*RESOURCES.values(), "Preferences", "CompanyInfo")
 }
 # Read-only fields: a value supplied by the client is silently replaced (qbo-api.md section 1).
 READ_ONLY = frozenset({"Id", "SyncToken", "MetaData", "domain", "sparse", "TotalAmt", "HomeTotalAmt",
@@ -520,13 +491,16 @@ class _Rules:
         self.unique_name(NAME_NAMESPACE, "DisplayName", name, old["Id"] if old else None,
                          "Another customer, vendor or employee is already using this name. "
                          "Please use a different name.")
-        if old is not None:
+        if "CurrencyRef" not in MODEL.fields(entity):
+            pass  # Employee: the schema has no currency or balance
+        elif old is not None:
             body["CurrencyRef"] = old.get("CurrencyRef")  # read-only after creation (Vendor reference)
         else:
             code = self.currency(body, "CurrencyRef", required_if_multi=False)
             body["CurrencyRef"] = {"value": code, "name": self.currency_name(code)}
         body.setdefault("Active", True)
-        body.setdefault("Balance", 0)
+        if "Balance" in MODEL.fields(entity):
+            body.setdefault("Balance", 0)
         if entity == "Vendor":
             body.setdefault("PrintOnCheckName", name)
         if entity == "Customer":
@@ -552,7 +526,7 @@ class _Rules:
         if not account_type:
             raise _required("AccountType")
         if account_type not in ACCOUNT_CLASSIFICATION:
-            raise QboFault("2010", f"Invalid AccountType {account_type}", element="AccountType")
+            raise _business(f"Accounts of type {account_type} cannot be created or updated through the API", "AccountType")
         self.unique_name(["Account"], "Name", str(name), old["Id"] if old else None,
                          "Another account is already using this name. Please use a different name.")
         body["Classification"] = ACCOUNT_CLASSIFICATION[account_type]
@@ -607,7 +581,7 @@ class _Rules:
         if not item_type:
             raise _required("Type")
         if item_type not in ITEM_TYPES:
-            raise QboFault("2010", f"Invalid Type {item_type}", element="Type")
+            raise _business(f"Items of type {item_type} cannot be created or updated through the API", "Type")
         if item_type == "Group":
             raise _business("Creating or updating group (bundle) items through the API is not supported",
                             "Type")
@@ -644,8 +618,9 @@ class _Rules:
         body["SubItem"] = parent is not None
         body.setdefault("Active", True)
         body.setdefault("Taxable", False)
-        body.setdefault("UnitPrice", 0)
-        body.setdefault("PurchaseCost", 0)
+        for key in ("UnitPrice", "PurchaseCost"):
+            if body.get(key) is None:
+                body[key] = 0  # "default 0"; an explicit null is an absent value
         for key in ("UnitPrice", "PurchaseCost"):
             if abs(_dec(body[key], key)) > Decimal("99999999999"):
                 raise _business(f"{key} must not exceed 99999999999", key)
@@ -683,9 +658,6 @@ class _Rules:
         body.setdefault("EmailStatus", "NotSet")
         if body.get("TxnDate") is None:
             body["TxnDate"] = old.get("TxnDate") if old else store.today()
-        for key in ("TxnDate", "DueDate"):
-            if body.get(key) is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(body[key])):
-                raise QboFault("2010", f"Invalid date {body[key]!r} for {key}", element=key)
         self.check_text(body, "Memo", 4000)
         self.check_text(body, "PrivateNote", 4000)
         self.check_address(body, "ShipAddr")
@@ -740,8 +712,8 @@ class _Rules:
         if not detail_type:
             raise _required(f"{where}.DetailType")
         if detail_type not in ("ItemBasedExpenseLineDetail", "AccountBasedExpenseLineDetail"):
-            raise QboFault("2010", f"Unsupported DetailType {detail_type} on a purchase order line",
-                           element=f"{where}.DetailType")
+            raise _business(f"A purchase order line cannot be a {detail_type} line (only ItemBasedExpenseLineDetail "
+                            "or AccountBasedExpenseLineDetail)", f"{where}.DetailType")
         if line.get("Amount") is None:
             raise _required(f"{where}.Amount")
         amount = _dec(line["Amount"], f"{where}.Amount")
@@ -914,7 +886,7 @@ class QboEmulator:
             record.setdefault("FullyQualifiedName", record.get("Name"))
         if entity == "Account" and record.get("AccountType") in ACCOUNT_CLASSIFICATION:
             record.setdefault("Classification", ACCOUNT_CLASSIFICATION[record["AccountType"]])
-        if entity in NAME_NAMESPACE:
+        if entity in NAME_NAMESPACE and "CurrencyRef" in MODEL.fields(entity):
             record.setdefault("CurrencyRef", {"value": store.home_currency})
         if entity == "PurchaseOrder":
             lines = record.setdefault("Line", [])
@@ -1264,16 +1236,16 @@ class QboEmulator:
     def _write(self, entity: str, kind: str, raw: Json, include: set[str]) -> Json:
         """Create, update (full or sparse) or delete one entity; returns the stored object."""
         store = self.store
+        try:
+            raw = MODEL.check(entity, raw)  # QBO reads the body into the schema's types before any rule
+        except SchemaViolation as violation:
+            raise QboFault("2010", violation.detail, element=violation.element) from None
         if kind == "delete":
             if entity != "PurchaseOrder":
                 raise QboFault("500", f"Operation delete is not supported for {entity}; make it inactive "
                                "(Active false) instead")
             target = self._current(entity, raw)
             return store.delete(entity, target["Id"])
-        unknown = [k for k in raw if k not in FIELDS[entity]]
-        if unknown:
-            raise QboFault("2010", "Request has invalid or unsupported property : Property "
-                           f"Name:Unrecognized field \"{unknown[0]}\"", element=unknown[0])
         old: Json | None = self._current(entity, raw) if kind == "update" else None
         writable = {k: v for k, v in raw.items() if k not in READ_ONLY}
         sparse = raw.get("sparse") is True and old is not None
