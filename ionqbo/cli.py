@@ -238,22 +238,29 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         ionqbo sync --po 1042 --po 1043   # just these POs
     """
     with _errors():
-        from ionqbo.state import StateStore
+        from ionqbo.state import StateStore, SyncLock
         from ionqbo.sync import Syncer, SyncOptions
 
         since_at = _parse_since(since)
         require = SYNC_KEYS + (PART_KEYS if parts else ())
         settings = _settings(require=require)
-        ion, auth, qbo = _clients(settings)
-        progress = _progress_for(sys.stderr)
-        syncer = Syncer(settings, ion=ion, qbo=qbo, store=StateStore(settings.state_path, read_only=dry_run),
-                        realm_id=auth.realm_id, progress=progress)
-        try:
-            report = syncer.run(SyncOptions(since=since_at, dry_run=dry_run, po_ids=po_ids, parts=parts))
-        finally:
-            if progress is not None:
-                progress.close()
-        del syncer  # its state (a ledger entry per record synced) is freed before the alerts load it again
+        # The lock comes first: a sync that finds another one running (exit 75) has touched nothing in
+        # the state directory, not even the token store (reading the realm may seed it). A dry run
+        # takes no lock and writes no sync state.
+        lock = SyncLock(settings.lock_path) if not dry_run else None
+        with lock if lock is not None else contextlib.nullcontext():
+            ion, auth, qbo = _clients(settings)
+            progress = _progress_for(sys.stderr)
+            syncer = Syncer(settings, ion=ion, qbo=qbo, store=StateStore(settings.state_path, read_only=dry_run),
+                            realm_id=auth.realm_id, progress=progress)
+            try:
+                report = syncer.run(SyncOptions(since=since_at, dry_run=dry_run, po_ids=po_ids, parts=parts),
+                                    lock=lock)
+            finally:
+                if progress is not None:
+                    progress.close()
+            del syncer  # its state (a ledger entry per record synced) is freed before the alerts load it again
+        # The alerts take the lock again themselves (they must not run while another sync writes).
         _after_sync(settings, ion, report)
         from ionqbo.report import render_sync, to_json
 
@@ -317,8 +324,8 @@ def retry(ids: tuple[str, ...]) -> None:
         from ionqbo.state import StateStore, SyncLock
 
         settings = _settings()
-        store = StateStore(settings.state_path)
-        with SyncLock(settings.lock_path):
+        with SyncLock(settings.lock_path):  # before anything in the state directory is read or written
+            store = StateStore(settings.state_path)
             state = store.load()
             unknown = state.unknown_ids(list(ids)) if ids else []
             count = state.release(list(ids) or None)

@@ -177,9 +177,22 @@ class Syncer:
 
     # ---- the run -----------------------------------------------------------------------------
 
-    def run(self, options: SyncOptions) -> SyncReport:
-        """Sync, holding the lock (a dry run takes no lock and writes nothing)."""
+    def run(self, options: SyncOptions, *, lock: SyncLock | None = None) -> SyncReport:
+        """Sync, holding the lock (a dry run takes no lock and writes nothing).
+
+        Args:
+            options: what to sync.
+            lock: the sync lock, already held by the caller (the CLI takes it before it touches the
+                state directory, token store included); None: the run takes it itself.
+
+        Raises:
+            LockedError: another sync holds the lock (nothing was done).
+        """
         if options.dry_run:
+            return self._run(options)
+        if lock is not None:
+            if not lock.held:
+                raise RuntimeError("Syncer.run(lock=...) expects a lock the caller holds")
             return self._run(options)
         with SyncLock(self.settings.lock_path):
             return self._run(options)

@@ -1,6 +1,9 @@
 """Concurrency: one sync at a time, token refreshes that race, and locks left by killed processes.
 
-- Two syncs started together: one runs; the other exits 75 at once, writes nothing, says why.
+- A sync that finds the lock held exits 75 having changed nothing in the state directory (every
+  file's bytes and modification time, the token store included), and sends no request.
+- Two syncs: while the first provably holds the lock (its requests are held at a gate), the second
+  exits 75 at once, writes nothing, says why.
 - Several processes find the QBO access token expired at the same moment and refresh: the refresh
   token (rotated strictly: the old one dies once the new one is used) is never lost, nobody needs
   a new consent (exit 4), and the next sync still works.
@@ -13,10 +16,18 @@ from __future__ import annotations
 import collections
 import json
 import signal
+import subprocess
+import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from conftest import Env
+import pytest
+
+from ionqbo.sandbox.httpd import App, Request, Response
+
+from conftest import Env, make_env
 
 ORDERED = {"1042", "1043", "1044"}
 
@@ -33,25 +44,114 @@ def _docs(env: Env) -> collections.Counter[str]:
     return collections.Counter(str(p["DocNumber"]) for p in env.box.qbo.dump()["PurchaseOrder"])
 
 
-def test_two_syncs_started_together_one_runs_the_other_exits_75(env: Env) -> None:
+def _snapshot(state_dir: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file in the state directory (and the directory itself): modification time, size, bytes."""
+    files = {p.name: (p.stat().st_mtime_ns, p.stat().st_size, p.read_bytes()) for p in sorted(state_dir.iterdir())}
+    files["."] = (state_dir.stat().st_mtime_ns, 0, b"")
+    return files
+
+
+def test_a_sync_that_finds_the_lock_held_exits_75_and_changes_nothing(env: Env) -> None:
+    from ionqbo.state import SyncLock
+
+    lock_path = env.state_dir / "sync.lock"
+    # A first run on an empty state directory: with the lock free it would seed the token store.
+    with SyncLock(lock_path):
+        before = _snapshot(env.state_dir)
+        assert set(before) == {".", "sync.lock"}
+        for args in (("sync", "--json"), ("sync", "--po", "1042"), ("retry",)):
+            run = env.run(*args)
+            assert run.code == 75, (args, run.stderr)
+            assert "another ionqbo sync holds the lock" in run.stderr
+            assert run.stdout == ""
+            assert _snapshot(env.state_dir) == before, args  # no token store, no state file, no log of either
+    assert env.box.qbo.counters.get("total", 0) == 0  # nor a request to QBO
+    assert env.run("sync").code == 3  # the sample's PO 1045 stays queued
+    # And with a state directory that holds tokens, state, ledger: not one file touched.
+    with SyncLock(lock_path):
+        before = _snapshot(env.state_dir)
+        assert {"qbo-tokens.json", "state.json"} <= set(before)
+        env.box.qbo.reset_counters()
+        env.box.qbo.expire_access_tokens()  # a run that got past the lock would refresh and store tokens
+        for args in (("sync", "--json"), ("retry",)):
+            run = env.run(*args)
+            assert run.code == 75, (args, run.stderr)
+            assert _snapshot(env.state_dir) == before, args
+        assert env.box.qbo.counters.get("total", 0) == 0
+
+
+@dataclass
+class Gate:
+    """Holds the sandbox's requests once ``batches`` QBO batches of purchase orders have gone through.
+
+    While a request is held the sync that sent it is provably mid-run and holding the lock (the
+    CLI takes it before anything else), so a second CLI or a kill lands there on any machine load.
+    """
+
+    batches: int = 0
+    passed: int = 0
+    open: threading.Event = field(default_factory=threading.Event)
+    holding: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wrap(self, _service: str, app: App) -> App:
+        def handle(request: Request) -> Response:
+            if request.path.startswith("/_admin/"):
+                return app(request)
+            with self.lock:
+                hold = self.passed >= self.batches
+                if not hold and request.path.endswith("/batch") and b'"PurchaseOrder"' in request.body:
+                    self.passed += 1
+            if hold and not self.open.is_set():
+                self.holding.set()
+                assert self.open.wait(timeout=120), "the gate was never opened"
+            return app(request)
+
+        return handle
+
+    def wait_holding(self, proc: subprocess.Popen[str]) -> None:
+        """Wait (at most 60 s) until a request of ``proc`` is held; fail if it ended first."""
+        deadline = time.monotonic() + 60
+        while not self.holding.wait(timeout=0.05):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the sync never reached the held request"
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[tuple[Env, Gate]]:
+    from ionqbo.sandbox.server import Sandbox
+
+    box = Sandbox(sample=True, multicurrency=True)
+    gate = Gate()
+    box.start(tap=gate.wrap)
+    try:
+        yield make_env(box, tmp_path, IONQBO_HTTP_TIMEOUT="150"), gate  # a held request is not timed out
+    finally:
+        gate.open.set()
+        box.stop()
+
+
+def test_two_syncs_started_together_one_runs_the_other_exits_75(gated: tuple[Env, Gate]) -> None:
+    env, gate = gated
     _add_pos(env, 60)
-    env.box.qbo.faults.configure(latency=0.05)  # the winner holds the lock for a while
-    first, second = env.popen("sync", "--json"), env.popen("sync", "--json")
-    procs = {first: time.monotonic(), second: time.monotonic()}
-    done: dict[Any, tuple[int, str, str, float]] = {}
-    while len(done) < 2:
-        for proc in procs:
-            if proc not in done and proc.poll() is not None:
-                out, err = proc.communicate()
-                done[proc] = (proc.returncode, out, err, time.monotonic())
-        time.sleep(0.01)
-    lose, win = sorted(done.values(), key=lambda result: result[0] != 75)
-    assert lose[0] == 75, (lose, win[2])
-    assert win[0] == 3, win[2]  # the sample's PO 1045 stays queued
-    assert lose[3] < win[3]  # it did not wait for the lock
-    assert "another ionqbo sync holds the lock" in lose[2]
-    assert lose[1] == ""  # no report: it did nothing
-    assert len(lose[2].strip().splitlines()) <= 2
+    first = env.popen("sync", "--json")
+    try:
+        gate.wait_holding(first)  # the first sync holds the lock and waits on its first request
+        holder = json.loads((env.state_dir / "sync.lock").read_text())
+        assert holder["pid"] == first.pid
+        before = _snapshot(env.state_dir)
+        lose = env.run("sync", "--json", timeout=60)  # while the first still holds the lock
+        assert first.poll() is None
+        assert lose.code == 75, lose.stderr
+        assert "another ionqbo sync holds the lock" in lose.stderr
+        assert lose.stdout == ""  # no report: it did nothing
+        assert len(lose.stderr.strip().splitlines()) <= 2
+        assert _snapshot(env.state_dir) == before  # and changed nothing
+    finally:
+        gate.open.set()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 3, err  # the sample's PO 1045 stays queued
+    assert json.loads(out)["exit_code"] == 3
     counts = _docs(env)
     assert set(counts) == ORDERED | {str(7000 + i) for i in range(60)}
     assert all(n == 1 for n in counts.values())
@@ -84,20 +184,23 @@ def test_processes_refreshing_the_token_at_once_never_lose_the_refresh_token(env
     assert tokens["connected"] is True and tokens["warnings"] == []
 
 
-def test_a_lock_left_by_a_killed_sync_does_not_block_the_next_run(env: Env) -> None:
+def test_a_lock_left_by_a_killed_sync_does_not_block_the_next_run(gated: tuple[Env, Gate]) -> None:
+    env, gate = gated
     _add_pos(env, 60)
-    env.box.qbo.faults.configure(latency=0.05)
+    gate.batches = 1  # the kill lands mid-run: one batch of POs written, the next request held
     proc = env.popen("sync")
-    lock = env.state_dir / "sync.lock"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip()):
-        time.sleep(0.01)
-    holder = json.loads(lock.read_text())
-    assert holder["pid"] == proc.pid
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    env.box.qbo.faults.configure(latency=0.0)
+    try:
+        gate.wait_holding(proc)
+        lock = env.state_dir / "sync.lock"
+        holder = json.loads(lock.read_text())
+        assert holder["pid"] == proc.pid
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        gate.open.set()
+    assert proc.returncode == -signal.SIGKILL
     assert lock.exists()  # left behind, naming a dead process
+    assert 0 < len(env.box.qbo.dump()["PurchaseOrder"]) < 63  # killed with part of the run written
     run = env.run("sync", "--json")
     assert run.code == 3, run.stderr
     counts = _docs(env)
