@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +36,86 @@ class Run:
 
 
 @dataclass
+class Gate:
+    """A tap in front of the sandbox's emulators that holds requests on demand.
+
+    ``close(when)`` holds every later request for which ``when(service, request)`` is true (every
+    request without ``when``) until ``open()``. While a request of a sync is held, that sync is
+    provably mid-run and holds the lock (the CLI takes it first), so a test can start a second CLI or
+    kill the first right there, on any machine load, instead of sleeping and hoping.
+    """
+
+    when: Callable[[str, Any], bool] | None = None
+    released: threading.Event = field(default_factory=threading.Event)
+    holding: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.released.set()
+
+    def close(self, when: Callable[[str, Any], bool] | None = None) -> None:
+        with self.lock:
+            self.when = when or (lambda _service, _request: True)
+            self.holding.clear()
+            self.released.clear()
+
+    def open(self) -> None:
+        self.released.set()
+
+    def wrap(self, service: str, app: Any) -> Any:
+        def handle(request: Any) -> Any:
+            if not request.path.startswith("/_admin/"):
+                with self.lock:
+                    when = None if self.released.is_set() else self.when
+                if when is not None and when(service, request):
+                    self.holding.set()
+                    if not self.released.wait(timeout=120):
+                        raise AssertionError("the gate was never opened")
+            return app(request)
+
+        return handle
+
+    def wait_holding(self, proc: subprocess.Popen[str], seconds: float = 60) -> None:
+        """Wait until a request is held; fail if ``proc`` ended first or ``seconds`` passed."""
+        deadline = time.monotonic() + seconds
+        while not self.holding.wait(timeout=0.05):
+            if proc.poll() is not None:
+                raise AssertionError(f"the process ended before the gate held a request: {proc.communicate()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("no request reached the gate")
+
+
+def po_batches_after(count: int) -> Callable[[str, Any], bool]:
+    """A gate condition: let ``count`` QBO batches of purchase orders through, hold the next ones.
+
+    Other requests pass (a dry run, which writes nothing, is never held).
+    """
+    passed = [0]
+
+    def when(service: str, request: Any) -> bool:
+        if not (service == "qbo" and request.path.endswith("/batch") and b'"PurchaseOrder"' in request.body):
+            return False
+        if passed[0] >= count:
+            return True
+        passed[0] += 1
+        return False
+
+    return when
+
+
+@dataclass
 class Env:
-    """A sandbox with an env file that points the CLI at it, and a state directory."""
+    """A sandbox with an env file that points the CLI at it, and a state directory.
+
+    ``gate`` holds the sandbox's requests on demand (see :class:`Gate`); a test that closes it sets a
+    long ``IONQBO_HTTP_TIMEOUT`` so that a held request is not timed out by the client.
+    """
 
     box: Any
     path: Path
     state_dir: Path
     values: dict[str, str]
+    gate: Gate = field(default_factory=Gate)
 
     def run(self, *args: str, timeout: float = 120, extra_env: dict[str, str] | None = None) -> Run:
         _starting_cli()
@@ -65,7 +140,7 @@ class Env:
         self.path.write_text("".join(f"{k}={v}\n" for k, v in self.values.items()))
 
 
-def make_env(box: Any, tmp_path: Path, **overrides: str) -> Env:
+def make_env(box: Any, tmp_path: Path, *, gate: Gate | None = None, **overrides: str) -> Env:
     values = box.env()
     values.update({
         "IONQBO_STATE_DIR": str(tmp_path / "state"),
@@ -73,7 +148,8 @@ def make_env(box: Any, tmp_path: Path, **overrides: str) -> Env:
         "IONQBO_HTTP_TIMEOUT": "10",
     })
     values.update(overrides)
-    env = Env(box=box, path=tmp_path / "sandbox.env", state_dir=tmp_path / "state", values=values)
+    env = Env(box=box, path=tmp_path / "sandbox.env", state_dir=tmp_path / "state", values=values,
+              gate=gate or Gate())
     env.write()
     return env
 
@@ -103,16 +179,26 @@ def _cli_marker(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Any]:
+def gate() -> Iterator[Gate]:
+    gate = Gate()
+    try:
+        yield gate
+    finally:
+        gate.open()
+
+
+@pytest.fixture
+def sandbox(gate: Gate) -> Iterator[Any]:
     from ionqbo.sandbox.server import Sandbox
 
-    box = Sandbox(sample=True, multicurrency=True).start()
+    box = Sandbox(sample=True, multicurrency=True).start(tap=gate.wrap)
     try:
         yield box
     finally:
+        gate.open()
         box.stop()
 
 
 @pytest.fixture
-def env(sandbox: Any, tmp_path: Path) -> Env:
-    return make_env(sandbox, tmp_path)
+def env(sandbox: Any, tmp_path: Path, gate: Gate) -> Env:
+    return make_env(sandbox, tmp_path, gate=gate)

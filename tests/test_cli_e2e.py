@@ -16,7 +16,7 @@ import requests
 from ionqbo.config import SPECS
 from ionqbo.sandbox.httpd import Request, Response, Server, json_response
 
-from conftest import CLI, Env, make_env
+from conftest import CLI, Env, make_env, po_batches_after
 
 PRINT_ENV_KEYS = {
     "ION_API_URL", "ION_TOKEN_URL", "ION_CLIENT_ID", "ION_CLIENT_SECRET", "QBO_BASE_URL", "QBO_TOKEN_URL",
@@ -93,8 +93,10 @@ def test_connect_rejects_a_forged_state(env: Env) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_clean_env())
     assert proc.stderr is not None
     consent = ""
-    while not consent:
+    deadline = time.monotonic() + 20
+    while not consent and time.monotonic() < deadline and proc.poll() is None:
         consent = next((w for w in proc.stderr.readline().split() if "/connect/oauth2" in w), "")
+    assert consent, "connect printed no consent URL"
     redirect = requests.get(consent, allow_redirects=False, timeout=10).headers["Location"]
     forged = redirect.replace("state=", "state=forged")
     _out, err = proc.communicate(forged + "\n", timeout=30)
@@ -176,17 +178,20 @@ def test_progress_never_reaches_a_pipe(env: Env) -> None:
 
 
 def test_dry_run_takes_no_lock_and_a_second_sync_exits_75(env: Env) -> None:
-    env.box.qbo.faults.configure(latency=0.3)
+    env.set(IONQBO_HTTP_TIMEOUT="150")  # a held request is not timed out
+    env.gate.close(po_batches_after(0))  # the sync holds the lock, its first write held; a dry run writes nothing
     proc = env.popen("sync")
     lock = env.state_dir / "sync.lock"
-    deadline = time.monotonic() + 20
-    while env.box.qbo.counters.get("total", 0) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = env.run("sync", "--json")
-    assert second.code == 75, second.stderr
-    assert second.stdout == ""
-    dry = env.run("sync", "--dry-run")
-    assert dry.code in (0, 3)
+    try:
+        env.gate.wait_holding(proc)
+        second = env.run("sync", "--json")
+        assert second.code == 75, second.stderr
+        assert second.stdout == ""
+        dry = env.run("sync", "--dry-run")  # while the lock is held
+        assert dry.code in (0, 3), dry.stderr
+        assert proc.poll() is None
+    finally:
+        env.gate.open()
     proc.communicate(timeout=60)
     assert proc.returncode == 3
     assert lock.exists()

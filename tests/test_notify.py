@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -69,11 +70,13 @@ def receiver():
         yield app, server.url
 
 
-def _free_port_url() -> str:
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A loopback port that is bound but not listening: connecting is refused, and no other process
+    can take the port while the test runs (a port freed and reused later could be)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens: connection refused
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 # ---- planning -----------------------------------------------------------------------------------
@@ -204,8 +207,8 @@ def test_receiver_error_is_logged_not_raised_and_retried(status, caplog):
         assert state[MAPPING.key]["last_alerted"] == (T0 + timedelta(minutes=5)).isoformat()
 
 
-def test_connection_refused_is_logged_not_raised(caplog):
-    notifier = WebhookNotifier(_free_port_url() + "/hooks/T0/B0/secret-hook-path", make_session())
+def test_connection_refused_is_logged_not_raised(caplog, refused_url):
+    notifier = WebhookNotifier(refused_url + "/hooks/T0/B0/secret-hook-path", make_session())
     with caplog.at_level(logging.WARNING, logger="ionqbo.notify"):
         state = deliver([MAPPING], [notifier], {}, T0)
     assert state[MAPPING.key]["last_alerted"] is None
@@ -275,8 +278,8 @@ def test_healthcheck_ping(receiver, ok, suffix, body, method):
     assert request.body.decode() == body
 
 
-def test_healthcheck_down_is_logged_not_raised(caplog):
-    url = _free_port_url() + "/ping/secret-uuid"
+def test_healthcheck_down_is_logged_not_raised(caplog, refused_url):
+    url = refused_url + "/ping/secret-uuid"
     with caplog.at_level(logging.WARNING, logger="ionqbo.notify"):
         assert ping_healthcheck(url, True, make_session()) is False
     assert "health-check ping to 127.0.0.1 failed" in caplog.text

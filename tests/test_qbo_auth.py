@@ -360,6 +360,7 @@ from ionqbo.qbo.auth import QboAuth, TokenStore
 settings = Settings.from_values(json.loads(sys.argv[1]))
 auth = QboAuth(settings, TokenStore(settings.token_store_path))
 go = Path(sys.argv[2])
+(go.parent / f"ready-{sys.argv[3]}").touch()  # imported and about to wait: the test waits for both
 while not go.exists():
     time.sleep(0.002)
 print(auth.access_token())
@@ -377,10 +378,13 @@ def test_two_processes_refreshing_at_once_keep_the_refresh_token(tmp_path: Path)
         store.save(record(access_expires_at=time.time() - 10))
         go = tmp_path / "go"
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        procs = [subprocess.Popen([sys.executable, "-c", RACER, json.dumps(values), str(go)],
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, json.dumps(values), str(go), str(n)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for _ in range(2)]
-        time.sleep(0.3)  # let both import and start waiting
+                 for n in range(2)]
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"ready-{n}").exists() for n in range(2)):  # both wait: released together
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a racer did not start"
+            time.sleep(0.01)
         go.touch()
         outputs = [p.communicate(timeout=20) for p in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):

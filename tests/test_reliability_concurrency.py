@@ -16,18 +16,9 @@ from __future__ import annotations
 import collections
 import json
 import signal
-import subprocess
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from ionqbo.sandbox.httpd import App, Request, Response
-
-from conftest import Env, make_env
+from conftest import Env, po_batches_after
 
 ORDERED = {"1042", "1043", "1044"}
 
@@ -80,60 +71,11 @@ def test_a_sync_that_finds_the_lock_held_exits_75_and_changes_nothing(env: Env) 
         assert env.box.qbo.counters.get("total", 0) == 0
 
 
-@dataclass
-class Gate:
-    """Holds the sandbox's requests once ``batches`` QBO batches of purchase orders have gone through.
-
-    While a request is held the sync that sent it is provably mid-run and holding the lock (the
-    CLI takes it before anything else), so a second CLI or a kill lands there on any machine load.
-    """
-
-    batches: int = 0
-    passed: int = 0
-    open: threading.Event = field(default_factory=threading.Event)
-    holding: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def wrap(self, _service: str, app: App) -> App:
-        def handle(request: Request) -> Response:
-            if request.path.startswith("/_admin/"):
-                return app(request)
-            with self.lock:
-                hold = self.passed >= self.batches
-                if not hold and request.path.endswith("/batch") and b'"PurchaseOrder"' in request.body:
-                    self.passed += 1
-            if hold and not self.open.is_set():
-                self.holding.set()
-                assert self.open.wait(timeout=120), "the gate was never opened"
-            return app(request)
-
-        return handle
-
-    def wait_holding(self, proc: subprocess.Popen[str]) -> None:
-        """Wait (at most 60 s) until a request of ``proc`` is held; fail if it ended first."""
-        deadline = time.monotonic() + 60
-        while not self.holding.wait(timeout=0.05):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the sync never reached the held request"
-
-
-@pytest.fixture
-def gated(tmp_path: Path) -> Iterator[tuple[Env, Gate]]:
-    from ionqbo.sandbox.server import Sandbox
-
-    box = Sandbox(sample=True, multicurrency=True)
-    gate = Gate()
-    box.start(tap=gate.wrap)
-    try:
-        yield make_env(box, tmp_path, IONQBO_HTTP_TIMEOUT="150"), gate  # a held request is not timed out
-    finally:
-        gate.open.set()
-        box.stop()
-
-
-def test_two_syncs_started_together_one_runs_the_other_exits_75(gated: tuple[Env, Gate]) -> None:
-    env, gate = gated
+def test_two_syncs_started_together_one_runs_the_other_exits_75(env: Env) -> None:
     _add_pos(env, 60)
+    env.set(IONQBO_HTTP_TIMEOUT="150")  # a held request is not timed out
+    gate = env.gate
+    gate.close()  # every request: the first sync is held at its first one
     first = env.popen("sync", "--json")
     try:
         gate.wait_holding(first)  # the first sync holds the lock and waits on its first request
@@ -148,7 +90,7 @@ def test_two_syncs_started_together_one_runs_the_other_exits_75(gated: tuple[Env
         assert len(lose.stderr.strip().splitlines()) <= 2
         assert _snapshot(env.state_dir) == before  # and changed nothing
     finally:
-        gate.open.set()
+        gate.open()
     out, err = first.communicate(timeout=120)
     assert first.returncode == 3, err  # the sample's PO 1045 stays queued
     assert json.loads(out)["exit_code"] == 3
@@ -184,10 +126,11 @@ def test_processes_refreshing_the_token_at_once_never_lose_the_refresh_token(env
     assert tokens["connected"] is True and tokens["warnings"] == []
 
 
-def test_a_lock_left_by_a_killed_sync_does_not_block_the_next_run(gated: tuple[Env, Gate]) -> None:
-    env, gate = gated
+def test_a_lock_left_by_a_killed_sync_does_not_block_the_next_run(env: Env) -> None:
     _add_pos(env, 60)
-    gate.batches = 1  # the kill lands mid-run: one batch of POs written, the next request held
+    env.set(IONQBO_HTTP_TIMEOUT="150")
+    gate = env.gate
+    gate.close(po_batches_after(1))  # the kill lands mid-run: one batch of POs written, the next request held
     proc = env.popen("sync")
     try:
         gate.wait_holding(proc)
@@ -197,7 +140,7 @@ def test_a_lock_left_by_a_killed_sync_does_not_block_the_next_run(gated: tuple[E
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:
-        gate.open.set()
+        gate.open()
     assert proc.returncode == -signal.SIGKILL
     assert lock.exists()  # left behind, naming a dead process
     assert 0 < len(env.box.qbo.dump()["PurchaseOrder"]) < 63  # killed with part of the run written

@@ -735,10 +735,9 @@ def _deadline(seconds: float) -> Iterator[None]:
 def test_second_process_gets_locked_error_at_once(tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:
     lock_path = tmp_path / "sync.lock"
     holder = _start_holder(lock_path, children)
-    started = time.monotonic()
-    with _deadline(2), pytest.raises(LockedError) as info, SyncLock(lock_path, clock=lambda: T0):
+    # Non-blocking: a blocking flock would wait for the holder forever; the deadline turns that into a failure.
+    with _deadline(30), pytest.raises(LockedError) as info, SyncLock(lock_path, clock=lambda: T0):
         pytest.fail("the lock was taken twice")
-    assert time.monotonic() - started < 1.0  # non-blocking
     assert f"pid {holder.pid}" in str(info.value)
     assert "started 2024-05-01T12:00:00+00:00" in str(info.value)
     assert info.value.exit_code == ExitCode.LOCKED
@@ -766,14 +765,12 @@ def test_lock_left_by_a_killed_process_does_not_block(tmp_path: Path, children: 
     holder.send_signal(signal.SIGKILL)
     assert holder.wait(timeout=10) == -signal.SIGKILL
     assert json.loads(lock_path.read_text())["pid"] == holder.pid  # stale details stay behind...
-    started = time.monotonic()
-    with SyncLock(lock_path, clock=lambda: T0 + timedelta(hours=1)) as lock:  # ...but do not block
+    with _deadline(30), SyncLock(lock_path, clock=lambda: T0 + timedelta(hours=1)) as lock:  # ...but do not block
         assert lock.held
         assert json.loads(lock_path.read_text()) == {
             "pid": os.getpid(),
             "started_at": "2024-05-01T13:00:00+00:00",
         }
-    assert time.monotonic() - started < 1.0
 
 
 def test_lock_in_the_same_process(tmp_path: Path) -> None:

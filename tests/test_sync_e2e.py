@@ -5,11 +5,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import signal
-import time
 from decimal import Decimal
 from typing import Any
 
-from conftest import Env
+from conftest import Env, po_batches_after
 
 ORDERED = {"1042", "1043", "1044"}  # the sample's ordered POs that map cleanly; 1045 lacks an account
 
@@ -164,14 +163,16 @@ def _many_pos(env: Env, count: int) -> None:
 
 def test_sigkill_in_the_middle_of_the_writes_leaves_one_qbo_po_per_ion_po(env: Env) -> None:
     _many_pos(env, 90)
-    env.box.qbo.faults.configure(latency=0.15)
+    env.set(IONQBO_HTTP_TIMEOUT="150")  # a held request is not timed out
+    env.gate.close(po_batches_after(1))  # one batch of POs written, the next request held: killed there
     proc = env.popen("sync")
-    deadline = time.monotonic() + 60
-    while env.box.qbo.counters.get("writes", 0) < 40 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    env.box.qbo.faults.configure(latency=0.0)
+    try:
+        env.gate.wait_holding(proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        env.gate.open()
+    assert proc.returncode == -signal.SIGKILL
     assert 0 < len(qbo_pos(env)) < 93
     run = env.run("sync", "--json")
     assert run.code == 3, run.stderr  # 1045 stays parked
