@@ -103,6 +103,10 @@ def _settings(require: tuple[str, ...] = ()) -> Settings:
 def _fail(exc: BaseException) -> NoReturn:
     """Print an error in one line (a traceback with --debug) and exit with its code."""
     g = _globals()
+    if isinstance(exc, OSError) and exc.filename and not isinstance(exc, IonqboError):
+        from ionqbo.state import local_fault
+
+        exc = local_fault(exc, str(exc.filename), setting="the setting that names it")
     if isinstance(exc, IonqboError):
         code = int(exc.exit_code)
         click.echo(f"error: {redact(str(exc))}", err=True)
@@ -126,6 +130,13 @@ def _errors() -> Iterator[None]:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes an exit code
         _fail(exc)
+    except BaseException as exc:
+        from ionqbo.shutdown import Terminated
+
+        if not isinstance(exc, Terminated):
+            raise
+        log.warning("stopped by SIGTERM before the run had anything to save")
+        _die_by_sigterm()
 
 
 # ---- the group ---------------------------------------------------------------------------------
@@ -227,23 +238,34 @@ def _clients(settings: Settings) -> tuple[Any, Any, Any]:
 @click.option("--po", "po_ids", multiple=True, metavar="ID", help="Sync only this ION purchase order (repeatable).")
 @click.option("--parts/--no-parts", default=True, show_default=True, help="Sync changed ION parts to QBO items.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool, as_json: bool) -> None:
+@click.option("--deadline", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Stop (saved, exit 5) after this many seconds; 0: no limit. Default IONQBO_RUN_DEADLINE (240).")
+def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool, as_json: bool,
+         deadline: float | None) -> None:
     """Sync ordered ION purchase orders and changed parts to QuickBooks Online.
+
+    A run ends by its deadline (IONQBO_RUN_DEADLINE, 240 s: under a five-minute timer, so runs never
+    overlap): it saves what it did and exits 5, and the next run resumes. A service that stays down
+    ends the run at once (exit 5, within 90 s). A long backfill saves after every chunk: raise the
+    deadline for it (--deadline 3600), or run the same command again until it exits 0.
 
     \b
     Example:
         ionqbo sync                       # what changed since the last run
-        ionqbo sync --since 2026-01-01    # backfill
+        ionqbo sync --since 2026-01-01 --deadline 3600   # backfill
         ionqbo sync --dry-run             # show what would change
         ionqbo sync --po 1042 --po 1043   # just these POs
     """
     with _errors():
+        from ionqbo.http import start_run_deadline
+        from ionqbo.shutdown import handle_sigterm
         from ionqbo.state import StateStore, SyncLock
         from ionqbo.sync import Syncer, SyncOptions
 
         since_at = _parse_since(since)
         require = SYNC_KEYS + (PART_KEYS if parts else ())
         settings = _settings(require=require)
+        start_run_deadline(settings.run_deadline if deadline is None else deadline)
         # The lock comes first: a sync that finds another one running (exit 75) has touched nothing in
         # the state directory, not even the token store (reading the realm may seed it). A dry run
         # takes no lock and writes no sync state.
@@ -254,20 +276,37 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
             syncer = Syncer(settings, ion=ion, qbo=qbo, store=StateStore(settings.state_path, read_only=dry_run),
                             realm_id=auth.realm_id, progress=progress)
             try:
-                report = syncer.run(SyncOptions(since=since_at, dry_run=dry_run, po_ids=po_ids, parts=parts),
-                                    lock=lock)
+                with handle_sigterm():  # SIGTERM: the run saves what it did and stops within seconds
+                    report = syncer.run(SyncOptions(since=since_at, dry_run=dry_run, po_ids=po_ids, parts=parts),
+                                        lock=lock)
             finally:
                 if progress is not None:
                     progress.close()
+            terminated = syncer.terminated
             del syncer  # its state (a ledger entry per record synced) is freed before the alerts load it again
-        # The alerts take the lock again themselves (they must not run while another sync writes).
-        _after_sync(settings, ion, report)
+        if terminated:
+            log.warning("stopped by SIGTERM after %.1f s; progress saved (the ledger holds every write QBO "
+                        "confirmed); the next run resumes", report.duration_seconds)
+        else:
+            # The alerts take the lock again themselves (they must not run while another sync writes).
+            _after_sync(settings, ion, report)
         from ionqbo.report import render_sync, to_json
 
         click.echo(to_json(report.to_dict()) if as_json else render_sync(report))
-        if report.error:
+        if report.error and not terminated:
             click.echo(f"error: {redact(report.error)}", err=True)
+        if terminated:
+            _die_by_sigterm()
         sys.exit(report.exit_code)
+
+
+def _die_by_sigterm() -> NoReturn:
+    """End as SIGTERM's default action would (status 143 to a shell; systemd counts it a clean stop)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    sys.exit(128 + signal.SIGTERM)  # not reached where the signal is delivered at once
 
 
 def _progress_for(stream: Any) -> Any:

@@ -110,7 +110,9 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("IONQBO_ITEM_NAME_TEMPLATE", "QBO item name for an ION part", DEFAULT_ITEM_NAME_TEMPLATE),
     SettingSpec("IONQBO_CURSOR_OVERLAP_SECONDS", "how far back each run re-reads, for clock skew and late commits",
                 "300"),
-    SettingSpec("IONQBO_HTTP_TIMEOUT", "seconds before a request to ION or QBO is abandoned", "60"),
+    SettingSpec("IONQBO_HTTP_TIMEOUT", "seconds to wait for an answer from ION or QBO (connecting: at most 10)", "60"),
+    SettingSpec("IONQBO_RUN_DEADLINE", "seconds one sync may run (0: no limit); past it the run saves, exits 5 and "
+                "the next resumes. Keep it under the timer's interval; raise it for a long backfill", "240"),
     SettingSpec("IONQBO_THROTTLE_WAIT", "seconds to wait after a QBO throttle (429); Intuit advises 60", "60"),
     SettingSpec("IONQBO_MAX_RETRIES", "tries for a request that fails for a passing reason", "5"),
     SettingSpec("IONQBO_PAGE_SIZE", "records per ION page (ION's maximum is not published; 100 is safe)", "100"),
@@ -152,6 +154,7 @@ class Settings:
     item_name_template: str = DEFAULT_ITEM_NAME_TEMPLATE
     cursor_overlap_seconds: int = 300
     http_timeout: float = 60.0
+    run_deadline: float = 240.0
     throttle_wait: float = 60.0
     max_retries: int = 5
     page_size: int = 100
@@ -264,6 +267,7 @@ class Settings:
 
         kw["cursor_overlap_seconds"] = _number(values, "IONQBO_CURSOR_OVERLAP_SECONDS", int, problems, minimum=0)
         kw["http_timeout"] = _number(values, "IONQBO_HTTP_TIMEOUT", float, problems, minimum=0.1)
+        kw["run_deadline"] = _number(values, "IONQBO_RUN_DEADLINE", float, problems, minimum=0)
         kw["throttle_wait"] = _number(values, "IONQBO_THROTTLE_WAIT", float, problems, minimum=0)
         kw["max_retries"] = _number(values, "IONQBO_MAX_RETRIES", int, problems, minimum=1)
         kw["page_size"] = _number(values, "IONQBO_PAGE_SIZE", int, problems, minimum=1, maximum=1000)

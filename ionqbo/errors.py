@@ -111,6 +111,10 @@ class UnavailableError(RetriableApiError):
     """A service stayed unavailable after every retry; the next run resumes."""
 
 
+class DeadlineReachedError(UnavailableError):
+    """The run reached IONQBO_RUN_DEADLINE with work left; what was done is saved (exit 5)."""
+
+
 class FatalApiError(ApiError):
     """The request itself is wrong; retrying the same request cannot help."""
 
@@ -205,3 +209,15 @@ class StateError(IonqboError):
     """The state file cannot be read or written."""
 
     exit_code = ExitCode.BUG
+
+
+class StateDirError(StateError):
+    """The state directory is read-only, missing and cannot be made, or not a directory: a setting."""
+
+    exit_code = ExitCode.USAGE
+
+
+class DiskFullError(StateError):
+    """The disk under the state directory is full; it may recover (exit 5), nothing was half-written."""
+
+    exit_code = ExitCode.UNAVAILABLE

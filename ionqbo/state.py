@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from ionqbo.errors import LockedError, RecordError, StateError
+from ionqbo.errors import DiskFullError, LockedError, RecordError, StateDirError, StateError
 
 log = logging.getLogger("ionqbo.state")
 
@@ -658,6 +658,9 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
     # -- connection --
 
     def _fail(self, exc: BaseException) -> StateError:
+        fault = local_fault(exc, self.path)
+        if isinstance(fault, DiskFullError | StateDirError):
+            return fault
         return StateError(
             f"cannot use the ledger {self.path}: {exc}",
             hint=f"move {self.path} (and {self.path.name}-journal, if there is one) aside: it only saves QBO "
@@ -841,6 +844,8 @@ class StateStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return State(ledger=SqliteLedger(self.ledger_path, read_only=self.read_only))
+        except NotADirectoryError as exc:
+            raise local_fault(exc, self.path) from None
         except OSError as exc:
             raise StateError(
                 f"cannot read state file {self.path}: {exc.strerror or exc}",
@@ -912,10 +917,7 @@ class StateStore:
         try:
             replace_file(self.path, (text + "\n").encode("utf-8"))
         except OSError as exc:
-            raise StateError(
-                f"cannot write state file {self.path}: {exc.strerror or exc}",
-                hint="check free space and that the state directory belongs to the user running ionqbo",
-            ) from exc
+            raise local_fault(exc, self.path) from None
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -1007,6 +1009,50 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# ---- local faults ---------------------------------------------------------------------------------
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def local_fault(exc: BaseException, path: Path | str, *, setting: str = "IONQBO_STATE_DIR") -> StateError:
+    """One plain account of a local fault on ``path``: what, why, and the fix.
+
+    A full disk (ENOSPC, a quota, SQLite's "database or disk is full") may recover: exit 5. A
+    read-only or missing directory, or a path that is not a directory, is a setting to fix: exit 2.
+    Every write ionqbo makes is atomic (a temp file then a rename; SQLite's journal), so what was
+    saved before stands and nothing is half-written.
+    """
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    code = exc.errno if isinstance(exc, OSError) else None
+    text = str(exc).lower()
+    cause = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
+    who = f"uid {os.getuid()}" if hasattr(os, "getuid") else "the user running ionqbo"
+    kept = "nothing was half-written: what the last save holds stands"
+    if code in _FULL or "disk is full" in text or "database or disk is full" in text:
+        return DiskFullError(
+            f"cannot write {path}: the disk is full ({cause}); {kept}",
+            hint=f"free space on the filesystem that holds {directory} (`df -h {directory}`); the next run resumes")
+    if code in _READ_ONLY or "readonly database" in text or "read-only" in text:
+        return StateDirError(
+            f"cannot write {path} ({setting}): {cause}; nothing was written there",
+            hint=f"make {directory} writable for the user running ionqbo ({who}), or set {setting} to a "
+                 "writable directory")
+    if code in (errno.ENOTDIR, errno.EEXIST) or isinstance(exc, NotADirectoryError | FileExistsError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        return StateDirError(
+            f"{setting}: {blocker} is not a directory, so {path} cannot be used",
+            hint=f"set {setting} to a directory, or move the file {blocker} aside")
+    if code == errno.ENOENT:
+        return StateDirError(
+            f"cannot use {path} ({setting}): its directory {directory} does not exist and could not be made "
+            f"({cause})",
+            hint=f"create {directory} (owned by the user running ionqbo), or set {setting} to an existing directory")
+    return StateError(f"cannot use {path}: {cause}",
+                      hint=f"check the filesystem that holds {directory} and that it belongs to {who}")
+
+
 # ---- the lock ----------------------------------------------------------------------------------
 
 
@@ -1053,7 +1099,7 @@ class SyncLock:
             ensure_private_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
         except OSError as exc:
-            raise StateError(f"cannot open lock file {self.path}: {exc.strerror or exc}") from exc
+            raise local_fault(exc, self.path) from None
         with contextlib.suppress(OSError):
             os.fchmod(fd, _FILE_MODE)  # O_CREAT's mode is cut by the umask; make it exact
         try:
@@ -1072,6 +1118,9 @@ class SyncLock:
             info = json.dumps({"pid": os.getpid(), "started_at": _dt_out(started, "lock start time")})
             os.ftruncate(fd, 0)
             os.pwrite(fd, (info + "\n").encode("utf-8"), 0)
+        except OSError as exc:
+            os.close(fd)  # closing drops the lock
+            raise local_fault(exc, self.path) from None
         except BaseException:
             os.close(fd)  # closing drops the lock
             raise

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from ionqbo import mapping
+from ionqbo import mapping, shutdown
 from ionqbo.config import Settings
 from ionqbo.diff import FieldChange, diff
 from ionqbo.errors import (
     ApiError,
     AuthError,
+    DeadlineReachedError,
     ExitCode,
     MappingError,
     QboRejectedError,
@@ -34,10 +35,12 @@ from ionqbo.errors import (
     TransientRecordError,
     UnavailableError,
 )
+from ionqbo.http import run_deadline
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
 from ionqbo.qbo.client import quote
 from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
 from ionqbo.report import Failure, Outcome, SyncReport
+from ionqbo.shutdown import Terminated
 from ionqbo.state import LedgerEntry, State, StateStore, SyncLock
 
 log = logging.getLogger("ionqbo.sync")
@@ -159,6 +162,7 @@ class Syncer:
         self._mappings = _load_mappings(settings)
         self._handled: dict[str, str] = {}  # "kind:id" -> the ION _etag handled in this run
         self._stale_items: set[str] = set()  # QBO item ids that changed in QBO since the last run
+        self.terminated = False  # SIGTERM stopped the run (its progress was saved)
 
     def _first_time(self, kind: str, rec: Part | PurchaseOrder | InvalidRecord, *, by_id: bool) -> bool:
         """False for a record this run already handled in the same version (queue retry, then stream).
@@ -229,6 +233,13 @@ class Syncer:
                     self.ion.changed_purchase_orders(self._since(state, PO_KIND), statuses),
                     stream="purchase_orders",
                 )
+        except Terminated as exc:
+            shutdown.ignore_further()  # what follows is the save: a second SIGTERM must not cut it
+            self.terminated = True
+            report.exit_code = int(ExitCode.UNAVAILABLE)
+            report.error = (f"{exc} after {(self.now() - started).total_seconds():.0f} s: what was done is saved "
+                            "(the ledger holds every write QBO confirmed) and the next run resumes\n"
+                            "  fix: nothing to do; if systemd stopped it for running too long, see IONQBO_RUN_DEADLINE")
         except AuthError as exc:
             report.exit_code = int(exc.exit_code)
             report.error = str(exc)
@@ -236,7 +247,7 @@ class Syncer:
             if exc.exit_code != ExitCode.UNAVAILABLE:
                 raise
             report.exit_code = int(ExitCode.UNAVAILABLE)
-            report.error = f"{exc} (nothing was lost: the next run resumes)"
+            report.error = self._unavailable_text(exc)
         finally:
             finished = self.now()
             report.finished_at = finished.isoformat()
@@ -265,6 +276,26 @@ class Syncer:
             }
             self.store.save(state)
         return report
+
+    def _unavailable_text(self, exc: ApiError) -> str:
+        """One line naming the service that gave up (the breaker's account, when one tripped), one fix."""
+        error: ApiError = exc
+        for side in (self.qbo, self.ion):
+            tripped = getattr(getattr(side, "breaker", None), "error", None)
+            if isinstance(tripped, ApiError) and not isinstance(exc, DeadlineReachedError):
+                error = tripped
+                break
+        message = " ".join(error.message.split())
+        if "next run" not in message:
+            message += " (nothing was lost: the next run resumes)"
+        hint = error.hint or "nothing to do if it passes; the next run resumes"
+        return f"{message}\n  fix: {hint}"
+
+    def _check_deadline(self, doing: str) -> None:
+        """Between chunks: past the run's deadline, stop (the chunk before is saved)."""
+        deadline = run_deadline()
+        if deadline.expired():
+            raise deadline.error(doing)
 
     def _report_queued_elsewhere(self, state: State) -> None:
         """Queued records not retried this run (not yet due) still count as out of step."""
@@ -313,6 +344,7 @@ class Syncer:
         seen: set[str] = set()
         done = 0
         for chunk in _chunks(records, CHUNK):
+            self._check_deadline("with parts left to sync")
             parts: list[Part] = []
             for rec in chunk:
                 if stream is None:  # read by id: the caller forgets the ids ION no longer has
@@ -434,6 +466,7 @@ class Syncer:
         done = 0
         in_scope = set(self.settings.po_statuses)
         for chunk in _chunks(records, CHUNK):
+            self._check_deadline("with purchase orders left to sync")
             pos: list[PurchaseOrder] = []
             for rec in chunk:
                 ion_id = rec.ion_id if isinstance(rec, InvalidRecord) else rec.id
@@ -558,40 +591,47 @@ class Syncer:
             for batch in _slices(pending, BATCH_SIZE):
                 items = [BatchItem(bid=f"b{i}", operation=w.operation, entity=w.entity, body=w.body)
                          for i, w in enumerate(batch)]
-                try:
-                    answer = self.qbo.batch(items, request_id=self._request_id(batch, round_no))
-                except RetriableApiError:
-                    # The batch may or may not have reached QBO (a timeout, a dropped connection, 5xx
-                    # after the client's retries with the same requestid). Never trust the requestid
-                    # alone (peers.md 2.2): look the creates up; what exists is done, the rest is
-                    # written again in the next round, or the run ends (exit 5) and the next run
-                    # looks them up before writing.
-                    if round_no == WRITE_ROUNDS:
-                        raise
-                    again, found = self._after_lost_batch(batch)
-                    retry.extend(again)
-                    done.extend(found)
-                    continue
-                results = {r.bid: r for r in answer}
-                for i, w in enumerate(batch):
-                    result = results.get(f"b{i}")
-                    if result is None:
-                        self._fail(w.kind, w.ion_id, TransientRecordError(
-                            f"{_label(w.kind)} {w.ion_id}: QBO's batch answer had no result for it",
-                            kind=w.kind, ion_id=w.ion_id))
-                    elif result.fault is None and result.entity is not None:
-                        self._succeed(w.kind, w.ion_id, result.entity, w.ion_etag, w.ion_updated_at, w.desired)
-                        self._report.count(Outcome(w.kind, w.ion_id, w.action, str(result.entity.get("Id")),
-                                                   w.name, w.changes))
-                        done.append((w, result.entity))
-                    else:
-                        next_try = self._handle_fault(w, result.fault, last_round=round_no == WRITE_ROUNDS)
-                        if next_try is not None:
-                            retry.append(next_try)
+                with shutdown.critical():  # SIGTERM waits for the answer to be recorded
+                    self._write_batch(batch, items, round_no, retry, done)
             if not retry:
                 break
             pending = retry
         return done
+
+    def _write_batch(self, batch: list[_Write], items: list[BatchItem], round_no: int, retry: list[_Write],
+                     done: list[tuple[_Write, dict[str, Any]]]) -> bool:
+        """Send one batch and record its outcomes; True when its answer was lost (looked up instead)."""
+        try:
+            answer = self.qbo.batch(items, request_id=self._request_id(batch, round_no))
+        except RetriableApiError:
+            # The batch may or may not have reached QBO (a timeout, a dropped connection, 5xx
+            # after the client's retries with the same requestid). Never trust the requestid
+            # alone (peers.md 2.2): look the creates up; what exists is done, the rest is
+            # written again in the next round, or the run ends (exit 5) and the next run
+            # looks them up before writing.
+            if round_no == WRITE_ROUNDS:
+                raise
+            again, found = self._after_lost_batch(batch)
+            retry.extend(again)
+            done.extend(found)
+            return True
+        results = {r.bid: r for r in answer}
+        for i, w in enumerate(batch):
+            result = results.get(f"b{i}")
+            if result is None:
+                self._fail(w.kind, w.ion_id, TransientRecordError(
+                    f"{_label(w.kind)} {w.ion_id}: QBO's batch answer had no result for it",
+                    kind=w.kind, ion_id=w.ion_id))
+            elif result.fault is None and result.entity is not None:
+                self._succeed(w.kind, w.ion_id, result.entity, w.ion_etag, w.ion_updated_at, w.desired)
+                self._report.count(Outcome(w.kind, w.ion_id, w.action, str(result.entity.get("Id")),
+                                           w.name, w.changes))
+                done.append((w, result.entity))
+            else:
+                next_try = self._handle_fault(w, result.fault, last_round=round_no == WRITE_ROUNDS)
+                if next_try is not None:
+                    retry.append(next_try)
+        return False
 
     def _after_lost_batch(
         self, batch: list[_Write]
@@ -710,7 +750,8 @@ class Syncer:
 
     def _save(self) -> None:
         if not self._options.dry_run:
-            self.store.save(self._state)
+            with shutdown.critical(grace=5):
+                self.store.save(self._state)
 
     # ---- reference data ---------------------------------------------------------------------------
 
@@ -778,6 +819,8 @@ class Syncer:
         except (AuthError, UnavailableError):
             raise
         except ApiError as exc:
+            if getattr(getattr(self.qbo, "breaker", None), "error", None) is not None:
+                raise  # QBO gave up: nothing more goes to it in this run
             log.info("change data capture failed (%s); reading the reference data again", exc)
             return None
         if sum(len(v) for v in changes.values()) >= CDC_MAX_OBJECTS:

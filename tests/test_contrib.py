@@ -182,3 +182,15 @@ def test_readme_mentions_every_file():
     for path in sorted(p for p in CONTRIB.rglob("*") if p.is_file() and p.name != "README.md"):
         assert path.name in readme, path
 
+
+
+def test_units_leave_time_for_sigterm_to_save() -> None:
+    """SIGTERM ends a run within 10 s with its progress saved: SIGKILL must not come sooner."""
+    root = Path(__file__).parents[1] / "contrib"
+    for unit in ("systemd/ionqbo.service", "systemd/ionqbo@.service"):
+        text = (root / unit).read_text()
+        match = re.search(r"^TimeoutStopSec=(\d+)s$", text, re.MULTILINE)
+        assert match and int(match.group(1)) >= 10, unit
+    job = (root / "kubernetes/cronjob.yaml").read_text()
+    match = re.search(r"terminationGracePeriodSeconds: (\d+)", job)
+    assert match and int(match.group(1)) >= 10

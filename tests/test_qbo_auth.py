@@ -103,7 +103,9 @@ def test_store_keeps_old_file_when_the_rename_fails(tmp_path: Path, monkeypatch:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    from ionqbo.errors import DiskFullError
+
+    with pytest.raises(DiskFullError, match="disk is full"):  # exit 5, one plain line
         store.save(record(refresh_token="rt-new"))
     monkeypatch.undo()
     loaded = store.load()

@@ -60,6 +60,7 @@ from ionqbo.errors import (
 from ionqbo.http import (
     RETRY_EXCEPTIONS,
     RETRY_STATUSES,
+    Breaker,
     RetryPolicy,
     describe,
     excerpt,
@@ -132,10 +133,12 @@ class IonClient:
     ) -> None:
         self._settings = settings
         self._session = session if session is not None else make_session(
-            timeout=settings.http_timeout, name="ion")
+            timeout=settings.http_timeout, name="ion", bounded=True)
         self._policy = policy if policy is not None else RetryPolicy(
             tries=settings.max_retries, throttle_wait=settings.throttle_wait)
         self._clock = clock
+        self.breaker = Breaker("ION")  # once a request gives up, nothing more goes to ION in this run
+        self.server_date: str | None = None  # ION's Date header, last seen
         self._page_size = settings.page_size
         self._token: str | None = None
         self._token_expires = 0.0
@@ -194,18 +197,33 @@ class IonClient:
     # ---- transport ----------------------------------------------------------------------------
 
     def _send(self, send: Callable[[], requests.Response], *, what: str, retry: bool) -> requests.Response:
-        """One request with the retry policy (or a single try); transport failures become ApiErrors."""
+        """One request with the retry policy (or a single try); transport failures become ApiErrors.
+
+        Once a request has used up its tries for availability reasons (a connection error, a timeout,
+        429 or 5xx), the breaker trips: every later request of the run fails at once (exit 5).
+        """
+        self.breaker.check()
         policy = self._policy if retry else replace(self._policy, tries=1)
+        tries = policy.budget()
         try:
-            return send_with_retry(send, policy, what=what)
+            resp = send_with_retry(send, policy, what=what, attempts=tries)
         except RETRY_EXCEPTIONS as exc:
-            tries = f"after {policy.tries} tries" if retry else _NOT_RETRIED
-            msg = f"{what}: ION unreachable {tries}: {type(exc).__name__}: {redact(str(exc))[:200]}"
-            hint = "the next run resumes; check the network and ION's status"
-            raise UnavailableError(msg, hint=hint) from None
+            reason = f"{type(exc).__name__}: {redact(str(exc))[:200]}"
+            if not retry:
+                raise UnavailableError(f"{what}: ION unreachable {_NOT_RETRIED}: {reason}",
+                                       hint="the next run resumes; check the network and ION's status") from None
+            raise self.breaker.trip(what, reason, tries=tries.count, seconds=tries.elapsed(),
+                                        unreachable=True) from None
         except requests.RequestException as exc:
             msg = f"{what}: request could not be sent: {type(exc).__name__}: {redact(str(exc))[:200]}"
             raise FatalApiError(msg, hint="check ION_API_URL and ION_TOKEN_URL") from None
+        date = resp.headers.get("Date")
+        if date:
+            self.server_date = date
+        if retry and resp.status_code in RETRY_STATUSES:
+            raise self.breaker.trip(what, describe(resp), tries=tries.count, seconds=tries.elapsed(),
+                                    status=resp.status_code, tid=resp.headers.get("x-b3-trace-id"))
+        return resp
 
     def _raise_for_status(self, resp: requests.Response, *, what: str, retried: bool) -> None:
         status = resp.status_code

@@ -45,8 +45,17 @@ from ionqbo.errors import (
     UsageError,
     WrongCompanyError,
 )
-from ionqbo.http import RETRY_EXCEPTIONS, RetryPolicy, describe, make_session, redact, send_with_retry
-from ionqbo.state import replace_file
+from ionqbo.http import (
+    RETRY_EXCEPTIONS,
+    Breaker,
+    RetryPolicy,
+    describe,
+    excerpt,
+    make_session,
+    redact,
+    send_with_retry,
+)
+from ionqbo.state import local_fault, replace_file
 
 log = logging.getLogger("ionqbo.qbo.auth")
 
@@ -153,6 +162,8 @@ class TokenStore:
                 raw = fh.read()
         except FileNotFoundError:
             return None
+        except NotADirectoryError as exc:
+            raise local_fault(exc, self.path) from None
         except OSError as exc:
             msg = f"cannot read token store {self.path}: {exc.strerror}"
             raise StateError(msg) from None
@@ -173,16 +184,22 @@ class TokenStore:
         """Write ``record`` atomically: temp file (0600) in the same directory, fsync, rename, fsync dir."""
         redact.add(record.access_token, record.refresh_token)
         data = (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
-        replace_file(self.path, data)
+        try:
+            replace_file(self.path, data)
+        except OSError as exc:
+            raise local_fault(exc, self.path) from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the exclusive refresh lock (blocks until other processes release it)."""
         parent = self.lock_path.parent
-        if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(parent, 0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if not parent.exists():
+                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(parent, 0o700)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise local_fault(exc, self.lock_path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -299,9 +316,11 @@ class QboAuth:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.session = session or make_session(timeout=settings.http_timeout, name="qbo-oauth")
+        self.session = session or make_session(timeout=settings.http_timeout, name="qbo", bounded=True)
         self.clock = clock
         self.policy = policy or RetryPolicy(tries=settings.max_retries, throttle_wait=settings.throttle_wait)
+        # Shared with QboClient: once the token endpoint or the API gives up, nothing more goes to QBO.
+        self.breaker = Breaker("QBO")
         self.request_count = 0  # token-endpoint requests sent
         self._thread_lock = threading.Lock()
         redact.add(settings.qbo_client_secret, settings.qbo_refresh_token)
@@ -421,12 +440,20 @@ class QboAuth:
                 headers={"Accept": "application/json", **HARD_EXPIRY_HEADER},
             )
 
+        self.breaker.check()
+        tries = self.policy.budget()
+        what = "QBO token refresh (the Intuit token endpoint)"
         try:
             response = send_with_retry(send, self.policy, what="QBO token refresh",
-                                       retry_statuses={429, 500, 502, 503, 504})
+                                       retry_statuses={429, 500, 502, 503, 504}, attempts=tries)
         except RETRY_EXCEPTIONS as exc:
-            msg = f"QBO token refresh failed: {type(exc).__name__}: {redact(str(exc))[:200]}"
-            raise UnavailableError(msg) from None
+            reason = f"{type(exc).__name__}: {redact(str(exc))[:200]}"
+            raise self.breaker.trip(what, reason, tries=tries.count, seconds=tries.elapsed(),
+                                        unreachable=True) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise self.breaker.trip(what, f"HTTP {response.status_code}: {excerpt(response)}", tries=tries.count,
+                                    seconds=tries.elapsed(), status=response.status_code,
+                                    tid=response.headers.get("intuit_tid"))
         grant = _token_response(response, "QBO token refresh")
         now = self.clock()
         new = _record_from_grant(grant, now=now, environment=record.environment, realm_id=record.realm_id,

@@ -30,8 +30,8 @@ from urllib.parse import quote as urlquote
 import requests
 
 from ionqbo.config import Settings
-from ionqbo.errors import ApiError, PaginationLoopError, RetriableApiError, UnavailableError
-from ionqbo.http import RETRY_EXCEPTIONS, RetryPolicy, make_session, redact, retry_after
+from ionqbo.errors import ApiError, PaginationLoopError, RetriableApiError
+from ionqbo.http import RETRY_EXCEPTIONS, Attempts, Breaker, RetryPolicy, make_session, redact, retry_after
 from ionqbo.qbo.auth import QboAuth
 from ionqbo.qbo.limiter import RateLimiter
 from ionqbo.qbo.models import (
@@ -129,10 +129,14 @@ class QboClient:
     ) -> None:
         self.settings = settings
         self.auth = auth
-        self.session = session or make_session(timeout=settings.http_timeout, name="qbo")
+        self.session = session or make_session(timeout=settings.http_timeout, name="qbo", bounded=True)
         self.sleep = sleep
         self.policy = policy or RetryPolicy(tries=settings.max_retries, throttle_wait=settings.throttle_wait,
-                                            sleep=sleep)
+                                            sleep=sleep, clock=clock)
+        # Shared with the token refresh: once either gives up, nothing more goes to QBO this run.
+        breaker = getattr(auth, "breaker", None)
+        self.breaker: Breaker = breaker if isinstance(breaker, Breaker) else Breaker("QBO")
+        self.server_date: str | None = None  # QBO's Date header, last seen
         self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
         self.counts: dict[str, int] = {}
         self.request_count = 0
@@ -168,9 +172,9 @@ class QboClient:
         safe = not write or request_id is not None  # may be resent after it reached QBO
         what = f"QBO {kind} {method} /{path.split('?')[0]}"
         refreshed = False
-        attempt = 0
+        tries = self.policy.budget()
+        self.breaker.check()  # QBO already gave up on an earlier request of this run
         while True:
-            attempt += 1
             self.limiter.acquire(kind)
             token = self.auth.access_token()
             headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
@@ -178,6 +182,7 @@ class QboClient:
                 headers["Content-Type"] = content_type
             self.request_count += 1
             self.counts[kind] = self.counts.get(kind, 0) + 1
+            attempt = tries.begin()
             try:
                 response = self.session.request(method, url, params=query, data=body, headers=headers)
             except RETRY_EXCEPTIONS as exc:
@@ -186,14 +191,16 @@ class QboClient:
                     msg = (f"{what} failed ({reason}) after it may have reached QBO; it carries no "
                            "requestid, so it is not resent")
                     raise WriteOutcomeUnknownError(msg) from None
-                if attempt >= self.policy.tries:
-                    msg = f"{what} failed {attempt} times: {reason}"
-                    raise UnavailableError(msg) from None
-                self._wait(what, attempt, self.policy.backoff(attempt), reason)
+                wait = self.policy.backoff(attempt)
+                if not tries.allows(wait):
+                    raise self.breaker.trip(what, reason, tries=attempt, seconds=tries.elapsed(),
+                                            unreachable=True) from None
+                self._wait(what, attempt, wait, reason)
                 continue
 
             status = response.status_code
             tid = response.headers.get("intuit_tid")
+            self._note_clock(response)
             if status == 401:
                 if refreshed:
                     rejected = parse_fault(status, response.content, response.headers.get("Content-Type", ""),
@@ -205,7 +212,7 @@ class QboClient:
                 log.info("%s: 401, refreshing the access token once (intuit_tid=%s)", what, tid)
                 self.auth.force_refresh(token)
                 refreshed = True
-                attempt -= 1  # a 401 is not a failed try: QBO did not act on the request
+                tries.count -= 1  # a 401 is not a failed try: QBO did not act on the request
                 continue
 
             decoded, fault, bad_body = self._decode(response)
@@ -213,35 +220,50 @@ class QboClient:
                 return decoded
             if fault is not None:
                 self._log_error(what, fault)
-                throttled = isinstance(fault, ThrottleError) or status in (429, 503)
-                if throttled:
-                    wait = retry_after(response)
-                    wait = self.settings.throttle_wait if wait is None else wait
-                    if attempt >= self.policy.tries:
-                        raise fault
-                    # QBO did not act on a throttled request (429/3001): resending is safe even for a write
-                    # without requestid. 503 is grouped with throttling for the wait, but may come after
-                    # the write was done, so it follows the write rule.
-                    if status == 503 and not safe:
-                        raise self._unknown(what, fault)
+                if isinstance(fault, ThrottleError) or status == 429:
+                    # Only throttling waits the 60 s Intuit asks for. QBO did not act on a throttled
+                    # request (429/3001): resending is safe even for a write without requestid.
+                    after = retry_after(response)
+                    wait = self.settings.throttle_wait if after is None else after
+                    if not tries.allows(wait, throttled=True):
+                        raise self._gave_up(what, fault, tries, f"throttled (HTTP {status}, code {fault.code})")
                     self._wait(what, attempt, wait, f"throttled (HTTP {status}, code {fault.code})")
                     continue
                 if status in _SERVER_ERRORS or (fault.retryable and status >= 500):
-                    tries = 2 if status == 500 else self.policy.tries  # 500: "resubmit the request once"
+                    # A server error (503 included) waits a short, jittered, growing time; Retry-After
+                    # is honoured. It may come after the write was done, so it follows the write rule.
+                    limit = 2 if status == 500 else None  # 500: "resubmit the request once"
                     if not safe:
                         raise self._unknown(what, fault)
-                    if attempt >= tries:
-                        raise fault
-                    self._wait(what, attempt, self.policy.backoff(attempt), f"HTTP {status}")
+                    wait = self.policy.backoff(attempt, response)
+                    if not tries.allows(wait, tries=limit):
+                        raise self._gave_up(what, fault, tries, f"HTTP {status}")
+                    self._wait(what, attempt, wait, f"HTTP {status}")
                     continue
                 raise fault
             # 2xx with a body that is not JSON, or cut short.
             msg = f"QBO answered {what} with HTTP {status} and a body that is not complete JSON"
             if not safe:
                 raise WriteOutcomeUnknownError(msg + "; the write may have been done", status=status, tid=tid)
-            if attempt >= self.policy.tries:
+            wait = self.policy.backoff(attempt)
+            if not tries.allows(wait):
                 raise RetriableApiError(msg, status=status, tid=tid)
-            self._wait(what, attempt, self.policy.backoff(attempt), "unreadable body")
+            self._wait(what, attempt, wait, "unreadable body")
+
+    def _gave_up(self, what: str, fault: QboFault, tries: Attempts, reason: str) -> QboFault:
+        """QBO stayed unavailable for one request: nothing more goes to QBO in this run."""
+        detail = " ".join(fault.message.split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        self.breaker.trip(what, detail if str(fault.status) in detail else f"{reason}: {detail}",
+                          tries=tries.count, seconds=tries.elapsed(),
+                          status=fault.status, tid=fault.tid, code=fault.code)
+        return fault
+
+    def _note_clock(self, response: requests.Response) -> None:
+        """Keep QBO's own time (its Date header) for the clock check."""
+        date = response.headers.get("Date")
+        if date:
+            self.server_date = date
 
     @staticmethod
     def _decode(response: requests.Response) -> tuple[dict[str, Any], QboFault | None, bool]:

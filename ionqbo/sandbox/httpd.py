@@ -48,6 +48,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without answering
     delay: float = 0.0  # seconds to wait before answering
+    hang: threading.Event | None = None  # accept, never answer: wait for this event, then close
 
 
 def json_response(status: int, obj: Any, headers: dict[str, str] | None = None) -> Response:
@@ -74,7 +75,10 @@ class Faults:
     ``error_rate`` is the chance that a request fails with one of ``statuses`` (the emulator renders
     the body: a QBO 429 is XML, for instance); ``drop_rate`` the chance the connection is closed
     with no answer; ``slow_rate`` the chance the answer waits ``slow_seconds`` (past a client's
-    timeout); ``latency`` is added to every answer. ``seed`` makes a run replayable.
+    timeout); ``hang_rate`` the chance the request is read and never answered (the connection stays
+    open until the faults are cleared); ``latency`` is added to every answer. ``only_paths``, when
+    set, limits every fault to requests whose path starts with one of them (``/oauth2`` for QBO's
+    token endpoint, ``/realms`` for ION's). ``seed`` makes a run replayable.
     """
 
     error_rate: float = 0.0
@@ -83,17 +87,22 @@ class Faults:
     slow_rate: float = 0.0
     slow_seconds: float = 5.0
     latency: float = 0.0
+    hang_rate: float = 0.0
+    only_paths: tuple[str, ...] = ()
     fail_next: list[int] = field(default_factory=list)  # statuses (0 = drop) for the next requests
     seed: int | None = None
     injected: dict[str, int] = field(default_factory=dict)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _hung: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def configure(self, **settings: Any) -> None:
         with self._lock:
             for key, value in settings.items():
                 if key == "statuses":
                     value = tuple(int(s) for s in value)
+                elif key == "only_paths":
+                    value = tuple(str(p) for p in value)
                 elif key == "fail_next":
                     value = [int(s) for s in value]
                 elif key not in {"seed"}:
@@ -102,17 +111,32 @@ class Faults:
                     msg = f"unknown fault setting {key!r}"
                     raise ValueError(msg)
                 setattr(self, key, value)
+            if not self.hang_rate:
+                self._release_hung()
             if "seed" in settings:
                 self._rng = random.Random(settings["seed"])
 
     def clear(self) -> None:
         with self._lock:
-            self.error_rate = self.drop_rate = self.slow_rate = self.latency = 0.0
+            self.error_rate = self.drop_rate = self.slow_rate = self.latency = self.hang_rate = 0.0
             self.fail_next = []
+            self.only_paths = ()
+            self._release_hung()
 
-    def draw(self) -> tuple[str, int] | None:
-        """Decide the fault for one request: ("drop", 0), ("slow", 0), ("status", code) or None."""
+    def _release_hung(self) -> None:
+        self._hung.set()  # the requests held open so far are closed (without an answer)
+        self._hung = threading.Event()
+
+    def hang(self) -> threading.Event:
+        """The event a never-answered request waits for (set when the hang fault is lifted)."""
         with self._lock:
+            return self._hung
+
+    def draw(self, path: str = "") -> tuple[str, int] | None:
+        """Decide the fault for one request: ("drop", 0), ("slow", 0), ("hang", 0), ("status", code) or None."""
+        with self._lock:
+            if self.only_paths and not path.startswith(self.only_paths):
+                return None
             if self.fail_next:
                 code = self.fail_next.pop(0)
                 kind = "drop" if code == 0 else "status"
@@ -127,6 +151,10 @@ class Faults:
                 self.injected["slow"] = self.injected.get("slow", 0) + 1
                 return ("slow", 0)
             roll -= self.slow_rate
+            if roll < self.hang_rate:
+                self.injected["hang"] = self.injected.get("hang", 0) + 1
+                return ("hang", 0)
+            roll -= self.hang_rate
             if roll < self.error_rate:
                 code = self._rng.choice(self.statuses)
                 self.injected[str(code)] = self.injected.get(str(code), 0) + 1
@@ -161,7 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
             response = text_response(500, f"emulator error: {type(exc).__name__}: {exc}")
         if response.delay > 0:
             time.sleep(response.delay)
-        if response.drop:
+        if response.hang is not None:
+            response.hang.wait(600)  # the client's timeout ends it first; lifting the fault ends it here
+        if response.drop or response.hang is not None:
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)

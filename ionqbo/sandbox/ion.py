@@ -553,9 +553,11 @@ class IonEmulator:
         if kind is None:
             return _json(404, {"message": "Not Found"})
         delay = self.faults.latency
-        fault = self.faults.draw()
+        fault = self.faults.draw(path)
         if fault and fault[0] == "drop":
             return Response(drop=True, delay=delay)
+        if fault and fault[0] == "hang":
+            return Response(hang=self.faults.hang())
         if fault and fault[0] == "status":
             response = _fault_response(fault[1])
         else:
@@ -712,6 +714,7 @@ class IonEmulator:
         f = self.faults
         return {"error_rate": f.error_rate, "statuses": list(f.statuses), "drop_rate": f.drop_rate,
                 "slow_rate": f.slow_rate, "slow_seconds": f.slow_seconds, "latency": f.latency,
+                "hang_rate": f.hang_rate, "only_paths": list(f.only_paths),
                 "fail_next": list(f.fail_next), "injected": dict(f.injected)}
 
     # ---- GraphQL ----

@@ -972,11 +972,13 @@ class QboEmulator:
                  faulted: bool) -> Response:
         delay = self.faults.latency if faulted else 0.0
         if faulted:
-            drawn = self.faults.draw()
+            drawn = self.faults.draw(request.path)
             if drawn is not None:
                 kind, status = drawn
                 if kind == "drop":
                     return Response(drop=True)
+                if kind == "hang":
+                    return Response(hang=self.faults.hang())
                 if kind == "slow":
                     delay += self.faults.slow_seconds
                 else:
@@ -1423,7 +1425,7 @@ class QboEmulator:
                 if request.method == "POST":
                     self.faults.configure(**payload)
                 names = ("error_rate", "statuses", "drop_rate", "slow_rate", "slow_seconds", "latency",
-                         "fail_next", "injected")
+                         "hang_rate", "only_paths", "fail_next", "injected")
                 settings = {k: getattr(self.faults, k) for k in names}
                 return json_response(200, settings)
             if action == "faults/clear" and request.method == "POST":
