@@ -1044,6 +1044,12 @@ def local_fault(exc: BaseException, path: Path | str, *, setting: str = "IONQBO_
         return StateDirError(
             f"{setting}: {blocker} is not a directory, so {path} cannot be used",
             hint=f"set {setting} to a directory, or move the file {blocker} aside")
+    if code == errno.EISDIR or isinstance(exc, IsADirectoryError):
+        return StateDirError(
+            f"cannot write {path} ({setting}): a directory stands where ionqbo keeps that file; "
+            "nothing was written there",
+            hint=f"move the directory {path} aside (ionqbo makes the file again), or set {setting} to another "
+                 "directory")
     if code == errno.ENOENT:
         return StateDirError(
             f"cannot use {path} ({setting}): its directory {directory} does not exist and could not be made "
