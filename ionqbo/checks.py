@@ -37,6 +37,7 @@ from ionqbo import mapping
 from ionqbo.config import Settings
 from ionqbo.errors import ApiError, AuthError, ConfigError, ExitCode, IonqboError, MappingError
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
+from ionqbo.ion.schema import NEEDS, Plan, notification_problems
 from ionqbo.qbo.client import quote
 from ionqbo.state import StateStore
 
@@ -164,7 +165,7 @@ class IonReader(Protocol):
 
     def me(self) -> dict[str, Any]: ...
 
-    def schema_problems(self) -> list[str]: ...
+    def plan(self) -> Plan: ...
 
     def changed_purchase_orders(
         self, since: datetime | None, statuses: Sequence[str] | None
@@ -243,7 +244,7 @@ class _Audit:
         ion_ok = self._ion_connectivity()
         qbo_ok = self._qbo_connectivity()
         if ion_ok:
-            self._schema()
+            ion_ok = self._schema()
         pos: list[PurchaseOrder] = []
         parts: list[Part] = []
         if ion_ok:
@@ -323,27 +324,68 @@ class _Audit:
 
     # -- ION schema --
 
-    def _schema(self) -> None:
+    def _schema(self) -> bool:
+        """Each thing ionqbo reads: where this ION keeps it, or what is missing and the setting that maps it.
+
+        False when a sync could not read ION at all (records are then not read here either).
+        """
+        section = "ION schema"
         try:
-            problems = self.ion.schema_problems()
+            plan = self.ion.plan()
+        except ConfigError as exc:  # a wrong [ion_fields] override
+            for problem in exc.problems:
+                self.add(section, "ion_fields", Severity.BLOCKING, problem, exc.hint or "", code="schema",
+                         exit_code=int(ExitCode.USAGE))
+            return False
         except (AuthError, ApiError) as exc:
             self._api_problem("ION", exc)
-            return
-        for problem in problems:
-            if problem.startswith(("ION refused the introspection", "ION's introspection answer")):
-                # Introspection may be off in some ION environments; the sync can still work.
-                self.add("ION schema", "introspection", Severity.WARNING, problem,
-                         "ask First Resonance whether introspection is enabled for API keys",
-                         code="schema")
+            return False
+        for need in NEEDS:
+            found = plan.found.get(need.key)
+            if found is not None:
+                how = " (set in [ion_fields])" if found.source == "setting" else ""
+                where = "the root purchaseOrderLines query" if found.path == ("__root__",) else found.where
+                first = found.source == "schema" and ".".join(found.path).startswith(need.candidates[0])
+                self.add(section, need.key, Severity.OK, f"{need.what}: {where}{how}",
+                         code="schema_field" if first else "schema")
                 continue
-            subject, _, message = problem.partition(": ")
-            self.add("ION schema", subject, Severity.BLOCKING, message or problem,
-                     "ionqbo's queries (ionqbo/ion/queries.py) use a name this ION does not have: upgrade "
-                     "ionqbo, or report it with your ION environment to the ionqbo maintainers",
+            missing = next((m for m in plan.missing if m.need.key == need.key), None)
+            if missing is None:
+                continue  # its owner type is not read (reported on the owner)
+            if need.required:
+                self.add(section, need.key, Severity.BLOCKING, missing.message(), missing.fix(), code="schema",
+                         exit_code=int(ExitCode.USAGE))
+            else:
+                self.add(section, need.key, Severity.WARNING,
+                         missing.message() + ": a sync goes on without it and says so in its report",
+                         missing.fix(), code="schema")
+        for problem in plan.problems:
+            self.add(section, "queries", Severity.BLOCKING, problem,
+                     "report it with the schema saved by `ionqbo check-mappings --save-ion-schema FILE`",
                      code="schema")
-        if not problems:
-            self.add("ION schema", "queries", Severity.OK,
-                     "every ionqbo query fits ION's live schema", code="schema")
+        for note in plan.notes:
+            routine = note.startswith(("purchase order lines are read", "purchase orders: changes",
+                                       "parts: changes"))
+            self.add(section, "reads", Severity.OK if routine else Severity.WARNING, note, code="schema")
+        for read, label in ((plan.po, "purchase orders"), (plan.part, "parts")):
+            if read is None:
+                continue
+            sent = [f"{f}: {', '.join(sorted(ops))}" for f, ops in sorted(read.filter_ops.items())
+                    if f in ("id", "status", "updatedAt")]
+            sorts = [v for v in (read.sort_updated, read.sort_id) if v]
+            self.add(section, f"{label} reads", Severity.OK,
+                     f"{read.root}: {read.strategy} reads; filters {'; '.join(sent) or 'none'}; "
+                     f"sorts {', '.join(sorts) or 'none'}", code="schema")
+        if plan.statuses is not None:
+            sent = [plan.status_out(s) for s in dict.fromkeys([*self.settings.po_statuses, CANCELED])]
+            have = [s for s in sent if s in plan.statuses]
+            self.add(section, "statuses", Severity.OK,
+                     f"status values sent: {', '.join(have)} (ION has {', '.join(plan.statuses)})", code="schema")
+        for problem in notification_problems(plan.schema):
+            self.add(section, "notifications", Severity.WARNING, problem,
+                     "ION notifications of failed syncs cannot be sent; the report and the log still name them",
+                     code="schema")
+        return not plan.blocking and not plan.problems
 
     # -- reading ION --
 
@@ -849,6 +891,11 @@ def render_checks(result: CheckResult) -> str:
     for name, rows in result.sections().items():
         out.append("")
         out.append(f"== {name} ==")
+        fields = [r for r in rows if r.severity == Severity.OK and r.code == "schema_field"]
+        if fields:  # one row for the fields found under the first name tried; the others are shown
+            rows = [r for r in rows if r not in fields]
+            rows.append(Check(name, f"{len(fields)} fields", Severity.OK,
+                              "found under the names ionqbo tries first (each one: --json)", code="schema_field"))
         shown = rows
         folded = 0
         oks = [r for r in rows if r.severity == Severity.OK]

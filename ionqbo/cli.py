@@ -219,13 +219,19 @@ def _parse_since(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _clients(settings: Settings) -> tuple[Any, Any, Any]:
-    """The ION client, the QBO auth and the QBO client for these settings."""
+def _clients(settings: Settings, *, schema_cache: bool = True, read_only: bool = False) -> tuple[Any, Any, Any]:
+    """The ION client, the QBO auth and the QBO client for these settings.
+
+    ``schema_cache``: reuse ION's schema cached in the state directory (check-mappings reads it live);
+    ``read_only``: a dry run leaves the cache as it is.
+    """
     from ionqbo.ion.client import IonClient
+    from ionqbo.ion.schema import SchemaCache
     from ionqbo.qbo.auth import QboAuth, TokenStore
     from ionqbo.qbo.client import QboClient
 
-    ion = IonClient(settings)
+    cache = SchemaCache(settings.state_dir, writable=not read_only) if schema_cache else None
+    ion = IonClient(settings, schema_cache=cache)
     auth = QboAuth(settings, TokenStore(settings.token_store_path))
     qbo = QboClient(settings, auth)
     return ion, auth, qbo
@@ -271,7 +277,7 @@ def sync(since: str | None, dry_run: bool, po_ids: tuple[str, ...], parts: bool,
         # takes no lock and writes no sync state.
         lock = SyncLock(settings.lock_path) if not dry_run else None
         with lock if lock is not None else contextlib.nullcontext():
-            ion, auth, qbo = _clients(settings)
+            ion, auth, qbo = _clients(settings, read_only=dry_run)
             progress = _progress_for(sys.stderr)
             syncer = Syncer(settings, ion=ion, qbo=qbo, store=StateStore(settings.state_path, read_only=dry_run),
                             realm_id=auth.realm_id, progress=progress)
@@ -380,7 +386,9 @@ def retry(ids: tuple[str, ...]) -> None:
 @cli.command("check-mappings")
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def check_mappings(as_json: bool) -> None:
+@click.option("--save-ion-schema", "save_schema", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write ION's live schema (types and fields, no data) to FILE as SDL, for a bug report.")
+def check_mappings(as_json: bool, save_schema: str | None) -> None:
     """Audit everything a sync depends on, read-only on both sides.
 
     Suppliers, expense codes, classes, currencies and fee names in use on the ION purchase orders in
@@ -391,13 +399,21 @@ def check_mappings(as_json: bool) -> None:
     Example:
         ionqbo check-mappings
         ionqbo check-mappings --json
+        ionqbo check-mappings --save-ion-schema ion-schema.graphql
     """
     with _errors():
         from ionqbo.checks import render_checks, run_checks
 
         settings = _settings(require=ION_KEYS + QBO_KEYS + ("QBO_AP_ACCOUNT_ID",))
-        ion, _auth, qbo = _clients(settings)
+        ion, _auth, qbo = _clients(settings, schema_cache=False)
         result = run_checks(settings, ion=ion, qbo=qbo)
+        if save_schema:
+            try:
+                size = ion.save_schema(save_schema)
+            except (OSError, IonqboError) as exc:
+                click.echo(f"error: could not save ION's schema to {save_schema}: {exc}", err=True)
+            else:
+                click.echo(f"ION's schema ({size} characters, no data) saved to {save_schema}", err=True)
         click.echo(json.dumps(result.to_dict(), indent=2, default=str) if as_json else render_checks(result))
         sys.exit(result.exit_code)
 
@@ -414,20 +430,25 @@ def check_mappings(as_json: bool) -> None:
 @click.option("--no-multicurrency", is_flag=True, help="QBO multicurrency off.")
 @click.option("--rate-limits", is_flag=True, help="The QBO emulator enforces QBO's published request limits.")
 @click.option("--latency", type=float, default=0.0, help="Seconds added to every QBO answer.")
+@click.option("--ion-schema", "ion_schema", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+              help="Serve this ION schema (SDL) instead of the reference one, e.g. a schema saved by "
+                   "`check-mappings --save-ion-schema` or a variant from ionqbo/sandbox/ion-schemas/.")
 def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multicurrency: bool,
-            rate_limits: bool, latency: float) -> None:
+            rate_limits: bool, latency: float, ion_schema: str | None) -> None:
     """Serve the built-in ION and QBO emulators on 127.0.0.1 until stopped.
 
     \b
     Example:
         ionqbo sandbox --print-env > .env     # then, in another shell:
         ionqbo sync
+        ionqbo sandbox --ion-schema saved-ion-schema.graphql
     """
     with _errors():
         from ionqbo.sandbox.server import Sandbox
 
         box = Sandbox(sample=not empty, multicurrency=not no_multicurrency, ion_port=ion_port, qbo_port=qbo_port,
-                      rate_limits=rate_limits, latency=latency).start()
+                      rate_limits=rate_limits, latency=latency,
+                      ion_schema=Path(ion_schema) if ion_schema else None).start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:

@@ -249,10 +249,13 @@ class Settings:
             kw["log_file"] = Path(get("IONQBO_LOG_FILE", "")).expanduser()
 
         statuses = tuple(s.strip().upper() for s in get("IONQBO_PO_STATUSES", "ORDERED").split(",") if s.strip())
-        known = {"DRAFT", "IN_REVIEW", "APPROVED", "ORDERED", "RECEIVED", "CANCELED"}
-        bad = [s for s in statuses if s not in known]
+        # The values themselves are ION's: checked against its live schema (check-mappings, and at the
+        # start of a sync), not against a list here. ion-examples shows DRAFT REQUESTED APPROVED ORDERED
+        # CANCELED RECEIVED (bulk_update_purchase_orders).
+        bad = [s for s in statuses if not re.fullmatch(r"[A-Z][A-Z0-9_]*", s)]
         if bad or not statuses:
-            problems.append(f"IONQBO_PO_STATUSES has unknown statuses {bad}; known: {', '.join(sorted(known))}")
+            problems.append(f"IONQBO_PO_STATUSES has statuses that are not ION enum names: {bad} "
+                            "(e.g. ORDERED,RECEIVED)")
         kw["po_statuses"] = statuses or ("ORDERED",)
 
         template = get("IONQBO_ITEM_NAME_TEMPLATE", DEFAULT_ITEM_NAME_TEMPLATE)

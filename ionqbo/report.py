@@ -68,6 +68,7 @@ class SyncReport:
     cursors: dict[str, str | None] = field(default_factory=dict)
     error: str | None = None  # a run-level error (exit 4, 5) in one line
     records_omitted: int = 0  # records changed in a real run beyond MAX_RECORDS_KEPT (counted, not listed)
+    ion_schema: list[str] = field(default_factory=list)  # what ION's schema does not let this run read, once each
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,7 @@ class SyncReport:
             "duration_seconds": round(self.duration_seconds, 3),
             "cursors": dict(self.cursors),
             "error": self.error,
+            "ion_schema": list(self.ion_schema),
         }
         if detail:
             data["records"] = [
@@ -166,6 +168,10 @@ def render_sync(report: SyncReport) -> str:
         rows = [[_kind(f.kind), f.ion_id, f.code, f.message, f.hint or ""] for f in report.failures]
         out.append(tabulate(rows, headers=["record", "ION id", "error", "reason", "fix"], tablefmt="simple",
                             maxcolwidths=[None, None, None, 60, 60]))
+    if report.ion_schema:
+        out.append("")
+        out.append("ION's schema (see `ionqbo check-mappings`):")
+        out.extend(f"  warning: {note}" for note in report.ion_schema)
     if report.error:
         out.append("")
         out.append(f"error: {report.error}")

@@ -222,6 +222,7 @@ class Syncer:
             state.reset_ledger(config)
             self._ledger_ok = True
         try:
+            self._prepare_ion(options)
             if options.po_ids:
                 self._sync_pos(self.ion.purchase_orders_by_id(list(options.po_ids)), stream=None)
             else:
@@ -296,6 +297,28 @@ class Syncer:
         deadline = run_deadline()
         if deadline.expired():
             raise deadline.error(doing)
+
+    def _prepare_ion(self, options: SyncOptions) -> None:
+        """ION's live schema: a missing required field stops here, before any write (IonSchemaError).
+
+        What the schema does not let this run read goes into the report once; reads that compare
+        _etags (where ION cannot filter by updatedAt) ask the ledger what was synced last.
+        """
+        prepare = getattr(self.ion, "prepare", None)
+        if prepare is None:
+            return
+        prepare()
+        self._report.ion_schema = list(self.ion.schema_notes())  # type: ignore[attr-defined]
+        hook = getattr(self.ion, "set_known_etags", None)
+        if hook is not None:
+            hook(self._known_etag if options.since is None else None)
+
+    def _known_etag(self, kind: str, ion_id: str) -> str | None:
+        key = f"{kind}:{ion_id}"
+        if not self._ledger_ok or key in self._state.queue:
+            return None
+        entry = self._state.ledger.get(key)
+        return entry.ion_etag if entry is not None else None
 
     def _report_queued_elsewhere(self, state: State) -> None:
         """Queued records not retried this run (not yet due) still count as out of step."""

@@ -153,8 +153,6 @@ GAPS = [
                  "set QBO_AP_ACCOUNT_ID to the id of an account of type Accounts Payable", None, id="ap-account-type"),
     pytest.param(_inventory_off, "QBO settings", "inventory tracking", "quantity on hand is not tracked",
                  "Track inventory quantity on hand", None, id="inventory-off"),
-    pytest.param(_schema_field, "ION schema", "PurchaseOrderLine.expenseCode", "ION has no such field",
-                 "ionqbo/ion/queries.py", None, id="schema-field"),
 ]
 
 
@@ -184,13 +182,18 @@ def test_each_gap_is_named_with_its_fix_and_exit_3(env: Env, setup: Callable[[En
     assert "BLOCKING" in text.stdout and subject.split('"')[0].strip() in text.stdout
 
 
-def test_a_missing_schema_field_also_says_the_purchase_orders_cannot_be_read(env: Env) -> None:
+def test_a_missing_required_schema_field_is_a_settings_problem_naming_the_setting(env: Env) -> None:
     _schema_field(env)
+    env.box.ion.reset_counters()
     code, report = check(env)
-    assert code == 3
-    unreadable = find(report, "purchase orders", "ION purchase orders")
-    assert unreadable["severity"] == "blocking" and "cannot be read" in unreadable["message"]
-    assert report["checked"]["parts"] == 5  # the parts query does not use the field
+    assert code == 2
+    gap = find(report, "ION schema", "line.expenseCode")
+    assert gap["severity"] == "blocking"
+    assert "ION has no field for a line's expense code (searched PurchaseOrderLine for expenseCode" in gap["message"]
+    assert '[ion_fields] "line.expenseCode"' in gap["fix"] and "IONQBO_MAPPINGS" in gap["fix"]
+    assert find(report, "ION schema", "line.quantity")["severity"] == "ok"
+    # No record is read with queries a sync could not send.
+    assert set(env.box.ion.counters["by_operation"]) <= {"me", "__schema"}
 
 
 def test_multicurrency_off_blocks_a_foreign_currency_po(env: Env) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
-from graphql import build_client_schema, build_schema, introspection_from_schema, parse, validate
+from graphql import build_client_schema, build_schema, introspection_from_schema
 
 from ionqbo.config import Settings
 from ionqbo.errors import (
@@ -29,8 +29,9 @@ from ionqbo.errors import (
 )
 from ionqbo.http import RetryPolicy
 from ionqbo.ion import queries
-from ionqbo.ion.client import IonClient, problems_in_schema
+from ionqbo.ion.client import IonClient
 from ionqbo.ion.models import InvalidRecord, PurchaseOrder
+from ionqbo.ion.schema import reference_schema, resolve
 
 API = "https://ion.test/graphql"
 TOKEN_URL = "https://auth.ion.test/realms/api-keys/protocol/openid-connect/token"
@@ -49,7 +50,7 @@ def make_client(*, page_size: int = 2, tries: int = 3, clock: Callable[[], float
                         ion_client_secret=SECRET, page_size=page_size, po_statuses=("ORDERED",))
     policy = RetryPolicy(tries=tries, base=1.0, cap=8.0, throttle_wait=60.0,
                          sleep=(sleeps if sleeps is not None else []).append, rng=random.Random(7))
-    return IonClient(settings, policy=policy, clock=clock or (lambda: 0.0))
+    return IonClient(settings, policy=policy, clock=clock or (lambda: 0.0), schema=reference_schema())
 
 
 def token_reply(token: str = "tok-1", expires_in: Any = 300) -> dict[str, Any]:
@@ -420,7 +421,7 @@ def test_naive_offset_paging_would_skip_a_record(rsps: responses.RequestsMock) -
     fake.install(rsps)
     fake.hook = lambda n: fake.touch(1) if n == 2 else None
     client = make_client(page_size=2)
-    seen = [item.node["id"] for page in client._pages(queries.PURCHASE_ORDERS, {"sort": ["UPDATED_AT_ASC"]})
+    seen = [item.node["id"] for page in client._pages("PurchaseOrders", {"sort": ["UPDATED_AT_ASC"]})
             for item in page]
     assert 3 not in seen  # record 3 shifted into the first page after it was read
 
@@ -687,15 +688,12 @@ def _schema_text() -> str:
     return SCHEMA_FILE.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", list(queries.ALL))
-def test_every_query_validates_against_the_reference_schema(name: str) -> None:
-    errors = validate(build_schema(_schema_text()), parse(queries.ALL[name]))
-    assert [e.message for e in errors] == []
-
-
-def test_variable_uses_exist_in_the_reference_schema() -> None:
-    statuses = ("DRAFT", "IN_REVIEW", "APPROVED", "ORDERED", "RECEIVED", "CANCELED")
-    assert problems_in_schema(build_schema(_schema_text()), statuses=statuses) == []
+def test_every_built_query_validates_against_the_reference_schema() -> None:
+    plan = resolve(reference_schema(), statuses=("ORDERED",))
+    docs = queries.build(plan)
+    assert set(docs.texts) >= {"PurchaseOrders", "PurchaseOrderKeys", "PurchaseOrder", "Parts", "PartKeys", "Part",
+                               "Users", "Me", "DispatchNotification"}
+    assert queries.validate_documents(plan.schema, docs) == []
 
 
 def test_every_ion_document_is_in_queries_module() -> None:
@@ -704,57 +702,31 @@ def test_every_ion_document_is_in_queries_module() -> None:
     assert not any(word in source for word in ("purchaseOrders(", "edges {", "{ id "))
 
 
-def _without(sdl: str, *cuts: tuple[str, str]) -> str:
-    for old, new in cuts:
-        assert old in sdl, old
-        sdl = sdl.replace(old, new, 1)
-    return sdl
-
-
-@pytest.mark.parametrize(("cuts", "expected"), [
-    pytest.param([("  expenseCode: String ", "  # gone ")],
-                 ["PurchaseOrderLine.expenseCode: ION has no such field"], id="missing-field"),
-    pytest.param([], [], id="reference-schema-has-everything"),
-    pytest.param([("enum PartSortEnum { ID_ASC ID_DESC UPDATED_AT_ASC UPDATED_AT_DESC }",
-                   "enum PartSortEnum { ID_ASC ID_DESC }")],
-                 ["PartSortEnum.UPDATED_AT_ASC: ION has no such enum value"], id="missing-enum-value"),
-    pytest.param([("input DateTimeFilter { eq: DateTime, gt: DateTime, gte: DateTime,",
-                   "input DateTimeFilter { eq: DateTime, gt: DateTime,")],
-                 ["DateTimeFilter.gte: ION has no such input field"], id="missing-filter-operator"),
-    pytest.param([("parts(filters: PartsInputFilters, sort: [PartSortEnum], first",
-                   "parts(filters: PartsInputFilters, first")],
-                 ["Query.parts(sort:): ION has no such argument"], id="missing-argument"),
-    pytest.param([("  cost: Float                               # [R] the part's standard cost", "")],
-                 ["Part.cost: ION has no such field"], id="missing-field-in-shared-fragment-reported-once"),
-])
-def test_problems_in_schema_names_what_is_missing(cuts: list[tuple[str, str]], expected: list[str]) -> None:
-    sdl = _without(_schema_text(), *cuts)
-    assert problems_in_schema(build_schema(sdl), statuses=("ORDERED",)) == expected
-
-
-def test_schema_problems_reads_the_live_schema(rsps: responses.RequestsMock) -> None:
-    sdl = _without(_schema_text(), ("  accountingClass: String ", "  # gone "),
-                   ("  CANCELED     # [R]", ""))
+def test_the_plan_is_read_by_introspection_when_none_is_given(rsps: responses.RequestsMock) -> None:
+    sdl = SCHEMA_FILE.read_text(encoding="utf-8").replace("  accountingClass: String ", "  # gone ", 1)
     rsps.post(TOKEN_URL, json=token_reply())
     rsps.post(API, json={"data": introspection_from_schema(build_schema(sdl))})
     client = IonClient(Settings(ion_api_url=API, ion_token_url=TOKEN_URL, ion_client_id="cid",
-                                ion_client_secret=SECRET, po_statuses=("ORDERED", "CANCELED")))
-    assert client.schema_problems() == [
-        "PurchaseOrderLine.accountingClass: ION has no such field",
-        "PurchaseOrderStatusEnum.CANCELED: ION has no such enum value",
-    ]
+                                ion_client_secret=SECRET, po_statuses=("ORDERED",)))
+    plan = client.prepare()  # optional: does not stop
+    assert [m.need.key for m in plan.missing] == ["line.accountingClass"]
+    assert any("accounting class" in n for n in client.schema_notes())
     assert graphql_calls(rsps)[0]["operationName"] == "IntrospectionQuery"
 
 
-def test_schema_problems_when_introspection_is_refused(rsps: responses.RequestsMock) -> None:
+def test_introspection_refused_assumes_the_reference_schema(rsps: responses.RequestsMock) -> None:
     rsps.post(TOKEN_URL, json=token_reply())
     rsps.post(API, json={"errors": [{"message": "GraphQL introspection is not allowed"}]})
-    problems = make_client().schema_problems()
-    assert len(problems) == 1
-    assert "introspection" in problems[0]
+    client = IonClient(Settings(ion_api_url=API, ion_token_url=TOKEN_URL, ion_client_id="cid",
+                                ion_client_secret=SECRET, po_statuses=("ORDERED",)))
+    plan = client.plan()
+    assert plan.missing == []
+    assert any("introspection" in n for n in plan.notes)
 
 
 def test_introspection_round_trip_matches_reference() -> None:
-    """build_client_schema (what schema_problems uses) loses nothing the checks need."""
-    schema = build_client_schema(introspection_from_schema(build_schema(_schema_text())))
-    assert problems_in_schema(schema, statuses=("ORDERED",)) == []
+    """build_client_schema (what the client uses) loses nothing the resolution needs."""
+    schema = build_client_schema(introspection_from_schema(reference_schema()))
+    plan = resolve(schema, statuses=("ORDERED",))
+    assert plan.missing == [] and plan.problems == []
+    assert plan.po is not None and plan.po.keyset

@@ -26,24 +26,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import requests
 from graphql import (
-    GraphQLEnumType,
     GraphQLError,
-    GraphQLInputObjectType,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     build_client_schema,
     parse,
-    validate,
 )
 
 from ionqbo.config import Settings
@@ -69,7 +66,23 @@ from ionqbo.http import (
     send_with_retry,
 )
 from ionqbo.ion import queries
-from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder, node_id, parse_part, parse_purchase_order
+from ionqbo.ion.models import (
+    InvalidRecord,
+    Part,
+    PurchaseOrder,
+    node_id,
+    parse_part,
+    parse_purchase_order,
+    read_time,
+)
+from ionqbo.ion.schema import (
+    IonSchemaError,
+    ListRead,
+    Plan,
+    SchemaCache,
+    reference_schema,
+    schema_sha256,
+)
 
 log = logging.getLogger("ionqbo.ion")
 
@@ -121,6 +134,8 @@ class IonClient:
         session: a ``requests.Session`` (default: :func:`ionqbo.http.make_session`).
         policy: the retry policy (default: ``settings.max_retries`` tries); inject ``sleep`` in tests.
         clock: monotonic seconds, for the token's expiry.
+        schema: the ION schema to build queries for (default: introspect ION, see :meth:`plan`).
+        schema_cache: where introspection answers are kept between runs (default: none).
     """
 
     def __init__(
@@ -130,8 +145,17 @@ class IonClient:
         session: requests.Session | None = None,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        schema: GraphQLSchema | None = None,
+        schema_cache: SchemaCache | None = None,
     ) -> None:
         self._settings = settings
+        self._schema = schema
+        self._cache = schema_cache
+        self._plan: Plan | None = None
+        self._docs: queries.Documents | None = None
+        self._plan_source = ""
+        self._known: Callable[[str, str], str | None] | None = None
+        self._noted: set[str] = set()
         self._session = session if session is not None else make_session(
             timeout=settings.http_timeout, name="ion", bounded=True)
         self._policy = policy if policy is not None else RetryPolicy(
@@ -356,23 +380,139 @@ class IonClient:
             error.hint = PERMISSION_HINT
         raise error
 
+    # ---- the live schema -----------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """What this ION's schema lets ionqbo read, and how (introspected once, cached in the state dir).
+
+        Introspection refused: the bundled reference schema is assumed, and said so in the notes.
+
+        Raises:
+            ConfigError: an ``[ion_fields]`` override is wrong (names the field and the type searched).
+        """
+        if self._plan is None:
+            self._load_plan(refresh=False)
+        assert self._plan is not None
+        return self._plan
+
+    def prepare(self) -> Plan:
+        """:meth:`plan`, and stop when a required field is missing (before any write).
+
+        Raises:
+            IonSchemaError: one message per missing required thing: the ION type, the closest names,
+                the setting that maps it.
+        """
+        plan = self.plan()
+        blocking = [f"{m.message()}; fix: {m.fix()}" for m in plan.blocking] + list(plan.problems)
+        if blocking:
+            raise IonSchemaError(blocking)
+        for note in self.schema_notes():
+            if note not in self._noted:
+                self._noted.add(note)
+                log.warning("%s", note)
+        return plan
+
+    def schema_notes(self) -> list[str]:
+        """What this run cannot read or send, and how it reads (warnings: named once per run)."""
+        plan = self.plan()
+        notes = [f"{m.message()}: it is not sent to QBO; to read it, {m.fix()}" for m in plan.optional_missing]
+        return notes + list(plan.notes)
+
+    def _load_plan(self, *, refresh: bool) -> None:
+        from ionqbo.ion.schema import read_overrides, resolve
+
+        source = "given"
+        schema = self._schema if not refresh else None
+        notes: list[str] = []
+        digest = ""
+        if schema is None:
+            data = None
+            now = datetime.now(UTC)
+            if self._cache is not None and not refresh:
+                data = self._cache.load(self._settings.ion_api_url, now)
+                source = "cache"
+            if data is None:
+                source = "introspection"
+                try:
+                    data = self.execute(queries.INTROSPECTION)
+                except IonGraphQLError as exc:
+                    data = None
+                    notes.append(f"ION refused the introspection query ({exc.message[:200]}); ionqbo assumes "
+                                 "its reference schema, which may not fit this ION")
+                if data is not None and self._cache is not None:
+                    digest = self._cache.store(self._settings.ion_api_url, data, now)
+            if data is not None:
+                try:
+                    schema = build_client_schema(data)  # type: ignore[arg-type]
+                except (TypeError, ValueError, KeyError, GraphQLError) as exc:
+                    raise BadResponseError(f"ION's introspection answer cannot be read: {exc}",
+                                           hint="report this to First Resonance support") from None
+                digest = digest or schema_sha256(data)
+            else:
+                schema = reference_schema()
+                source = "reference"
+        overrides = read_overrides(self._settings.mappings_file)
+        plan = resolve(schema, overrides=overrides, statuses=self._settings.po_statuses)
+        plan.notes.extend(notes)
+        plan.schema_hash = digest
+        docs = queries.build(plan)
+        invalid = queries.validate_documents(schema, docs, records_only=True)
+        plan.problems.extend(f"ionqbo built a query ION's schema does not accept: {p}" for p in invalid)
+        self._plan, self._docs, self._plan_source = plan, docs, source
+        log.debug("ION schema from %s (%s); purchase orders: %s, parts: %s", source, digest[:12] or "-",
+                  plan.po.strategy if plan.po else "-", plan.part.strategy if plan.part else "-")
+
+    def _documents(self) -> queries.Documents:
+        self.plan()
+        assert self._docs is not None
+        return self._docs
+
+    def save_schema(self, path: str) -> int:
+        """Write the live schema (types and fields, no data) as SDL to ``path``; returns its size."""
+        from ionqbo.ion.schema import sdl
+
+        text = sdl(self.plan().schema)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return len(text)
+
+    def set_known_etags(self, known: Callable[[str, str], str | None] | None) -> None:
+        """``known(kind, id)``: the ION ``_etag`` last synced (for reads that compare etags), or None."""
+        self._known = known
+
     # ---- paging ------------------------------------------------------------------------------
 
-    def _page(self, query: str, variables: dict[str, Any]) -> tuple[list[_Node], bool, str | None]:
-        """One page of a connection: (nodes with the errors that point into each, hasNextPage, endCursor).
+    def _run_doc(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """Run a built document; a rejection of a document built from a cached schema re-reads the schema once."""
+        text = self._documents()[name]
+        try:
+            return self._execute(text, variables)
+        except IonGraphQLError as exc:
+            if self._plan_source != "cache" or not _SCHEMA_MESSAGE.search(exc.message):
+                raise
+            log.info("ION rejected a query built from the cached schema; reading the schema again")
+            self._load_plan(refresh=True)
+            if name not in self._documents():
+                raise
+            return self._execute(self._documents()[name], variables)
+
+    def _page(self, name: str, variables: dict[str, Any]) -> tuple[list[_Node], bool, str | None]:
+        """One page of a connection: (canonical nodes with the errors that point into each, hasNextPage, endCursor).
 
         An error whose path points into one node (``[root, "edges", i, "node", ...]``) spoils that node
         only: it becomes an InvalidRecord and the rest of the page is used. Any other error raises.
         """
-        name, _ = _operation(query)
-        root = queries.ROOTS[name]
+        docs = self._documents()
+        root = docs.roots[name]
+        role = docs.roles.get(name, "")
+        variables = self._variables(name, variables)
         try:
-            data, errors = self._execute(query, variables)
+            data, errors = self._run_doc(name, variables)
         except IonGraphQLError as exc:
             spoiled = _node_errors(exc.errors, root)
-            if spoiled is None or name not in queries.KEYS:
+            if spoiled is None or name not in docs.keys:
                 raise
-            return self._page_around(query, variables, spoiled)
+            return self._page_around(name, variables, spoiled)
         per_node: dict[int, list[dict[str, Any]]] = {}
         for error in errors:
             path = error.get("path") if isinstance(error, dict) else None
@@ -382,9 +522,47 @@ class IonClient:
             else:
                 self._raise_errors(errors, what=f"ION {name}", partial=True)
         nodes, has_next, end = _connection(data, root, name)
-        return [_Node(node, per_node.get(i, [])) for i, node in enumerate(nodes)], has_next, end
+        if role == "po" and name not in docs.keys.values():
+            self._attach_lines(nodes)
+        plan = self.plan()
+        return [_Node(plan.canonical(role, node) if role else node, per_node.get(i, []))
+                for i, node in enumerate(nodes)], has_next, end
 
-    def _page_around(self, query: str, variables: dict[str, Any], spoiled: dict[int, list[dict[str, Any]]]
+    def _variables(self, name: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """Only the arguments the live root field has (``sort`` may be absent; ``first`` too)."""
+        docs = self._documents()
+        text = docs[name]
+        out = {k: v for k, v in variables.items() if f"${k}:" in text}
+        if "sort" in variables and "$sort:" not in text:
+            out.pop("sort", None)
+        return out
+
+    def _attach_lines(self, nodes: list[Any]) -> None:
+        """Lines only under the root ``purchaseOrderLines``: read them for this page's orders."""
+        plan = self.plan()
+        lr = plan.lines_root
+        if lr is None:
+            return
+        by_po: dict[str, list[Any]] = {}
+        ids = [node_id(n) for n in nodes if node_id(n)]
+        if not ids:
+            return
+        groups = [ids] if lr.op == "in" else [[i] for i in ids]
+        for group in groups:
+            value: Any = group if lr.op == "in" else group[0]
+            for page in self._pages("PurchaseOrderLines", {"filters": {lr.filter_field: {lr.op: value}}}):
+                for item in page:
+                    raw = item.node
+                    link = raw
+                    for step in lr.po_link:
+                        link = link.get(step) if isinstance(link, dict) else None
+                    if link is not None:
+                        by_po.setdefault(str(link), []).append(raw)
+        for node in nodes:
+            if isinstance(node, dict):
+                node["__lines__"] = sorted(by_po.get(node_id(node), []), key=lambda n: _id_order(node_id(n)))
+
+    def _page_around(self, name: str, variables: dict[str, Any], spoiled: dict[int, list[dict[str, Any]]]
                      ) -> tuple[list[_Node], bool, str | None]:
         """The page ION nulled whole because some records hold a value GraphQL cannot return.
 
@@ -393,19 +571,21 @@ class IonClient:
         the records the errors point at become InvalidRecords naming the field, and the others are
         read in full by id (each round sets at least one record aside, so this ends).
         """
-        name, _ = _operation(query)
-        keys_query = queries.KEYS[name]
-        keys_name, _ = _operation(keys_query)
-        data, _errors = self._execute(keys_query, variables)
-        keys, has_next, end = _connection(data, queries.ROOTS[keys_name], keys_name)
+        docs = self._documents()
+        keys_name = docs.keys[name]
+        data, _errors = self._run_doc(keys_name, self._variables(keys_name, variables))
+        raw_keys, has_next, end = _connection(data, docs.roots[keys_name], keys_name)
+        plan = self.plan()
+        keys = [plan.canonical(docs.roles[keys_name], k) for k in raw_keys]
         bad = {node_id(keys[i]): errs for i, errs in spoiled.items() if i < len(keys)}
         wanted = [node_id(k) for k in keys if node_id(k) not in bad]
         full: dict[str, _Node] = {}
         if wanted:
             # The same query by id; should it meet more spoiled records, it is set aside the same way.
-            by_id = {**variables, "filters": {"id": {"in": wanted}}, "sort": ["ID_ASC"], "first": len(wanted),
-                     "after": None}
-            nodes, _more, _end = self._page(query, by_id)
+            by_id = {**variables, "filters": {"id": {"in": wanted}}, "first": len(wanted), "after": None}
+            read = plan.po if docs.roles[name] == "po" else plan.part
+            by_id["sort"] = [read.sort_id] if read is not None and read.sort_id else None
+            nodes, _more, _end = self._page(name, by_id)
             full = {node_id(item.node): item for item in nodes}
         out = []
         for key in keys:
@@ -418,29 +598,70 @@ class IonClient:
                     ", ".join(sorted(bad)))
         return out, has_next, end
 
-    def _pages(self, query: str, variables: dict[str, Any]) -> Iterator[list[_Node]]:
+    def _pages(self, name: str, variables: dict[str, Any]) -> Iterator[list[_Node]]:
         """Relay paging with ``after`` cursors: one list of nodes per page (for non-moving reads)."""
-        name, _ = _operation(query)
         after: str | None = None
         seen: set[str] = set()
+        pages = "$after:" in self._documents()[name]
         while True:
-            nodes, has_next, end = self._page(query, {**variables, "first": self._page_size, "after": after})
+            nodes, has_next, end = self._page(name, {**variables, "first": self._page_size, "after": after})
             yield nodes
             if not has_next:
                 return
+            if not pages:
+                msg = f"ION {name}: ION says more records follow but its query has no `after` argument"
+                raise PaginationLoopError(msg, hint="report this to First Resonance support")
             if not end or end in seen:
                 msg = f"ION {name}: page cursor {end!r} was returned before; paging would never end"
                 raise PaginationLoopError(msg, hint="report this to First Resonance support")
             seen.add(end)
             after = end
 
-    def _changed(self, query: str, filters: dict[str, Any], since: datetime | None,
-                 sort: str = "UPDATED_AT_ASC") -> Iterator[_Node]:
-        """Keyset paging over ``updatedAt`` (see the module docstring)."""
-        name, _ = _operation(query)
+    def _read_for(self, name: str) -> ListRead:
+        plan = self.plan()
+        read = plan.po if self._documents().roles[name] == "po" else plan.part
+        if read is None:
+            raise IonSchemaError([f"ION has no {name} query"])
+        return read
+
+    def _changed(self, name: str, filters: dict[str, Any], since: datetime | None, kind: str) -> Iterator[_Node]:
+        """Changed records: keyset paging where the schema allows it, else an _etag scan."""
+        read = self._read_for(name)
         if since is not None and since.tzinfo is None:
             msg = "since must be a timezone-aware datetime"
             raise ValueError(msg)
+        if read.keyset:
+            yield from self._keyset(name, filters, since, read.sort_updated or "")
+        else:
+            yield from self._scan(name, filters, kind, read)
+
+    def _scan(self, name: str, filters: dict[str, Any], kind: str, read: ListRead) -> Iterator[_Node]:
+        """Every record in scope by key (id, _etag); only those whose _etag differs from the last sync in full.
+
+        Pages are read sorted by id where ION can sort by id (a record's place does not move when it is
+        updated); the full reads go by id. A record deleted during the scan may shift a later one past
+        a page boundary: it is found by the next run's scan.
+        """
+        keys_name = self._documents().keys[name]
+        known = self._known
+        changed: list[str] = []
+        total = 0
+        for page in self._pages(keys_name, {"filters": filters, "sort": [read.sort_id] if read.sort_id else None}):
+            for item in page:
+                ion_id = node_id(item.node)
+                if not ion_id:
+                    continue
+                total += 1
+                etag = item.node.get("_etag") if isinstance(item.node, dict) else None
+                if known is not None and isinstance(etag, str) and etag and known(kind, ion_id) == etag:
+                    continue
+                changed.append(ion_id)
+        log.info("ION %s: %d of %d record(s) in scope changed since the last sync (_etag scan)",
+                 name, len(changed), total)
+        yield from self._by_id(name, changed, name)
+
+    def _keyset(self, name: str, filters: dict[str, Any], since: datetime | None, sort: str) -> Iterator[_Node]:
+        """Keyset paging over ``updatedAt`` (see the module docstring)."""
         raw: str | None = since.isoformat() if since is not None else None
         at: datetime | None = since
         op = "gte"
@@ -449,8 +670,8 @@ class IonClient:
             page_filters = dict(filters)
             if raw is not None:
                 page_filters["updatedAt"] = {op: raw}
-            page, has_next, _ = self._page(query, {"filters": page_filters, "sort": [sort],
-                                                   "first": self._page_size})
+            page, has_next, _ = self._page(name, {"filters": page_filters, "sort": [sort],
+                                                  "first": self._page_size})
             nodes = [item.node for item in page]
             stamps = [_stamp(node) for node in nodes]
             _check_order(stamps, at, op, name)
@@ -469,20 +690,19 @@ class IonClient:
                 # The whole page shares one updatedAt: more records may carry it than a page holds.
                 # Read that group by id exclusion, then go on strictly after it.
                 seen = {node_id(n) for n in nodes} | (boundary if last[1] == at else set())
-                yield from self._tie_group(query, filters, last[0], last[1], seen, sort)
+                yield from self._tie_group(name, filters, last[0], last[1], seen, sort)
                 raw, at, op, boundary = last[0], last[1], "gt", set()
                 continue
             raw, at, op = last[0], last[1], "gte"
             boundary = {node_id(n) for n, s in zip(nodes, stamps, strict=True) if s and s[1] == at}
 
-    def _tie_group(self, query: str, filters: dict[str, Any], raw: str, at: datetime, seen: set[str],
+    def _tie_group(self, name: str, filters: dict[str, Any], raw: str, at: datetime, seen: set[str],
                    sort: str) -> Iterator[_Node]:
         """Every record whose updatedAt is exactly ``at`` and whose id is not in ``seen``."""
-        name, _ = _operation(query)
         while True:
             page_filters = {**filters, "updatedAt": {"eq": raw}, "id": {"notIn": sorted(seen)}}
-            page, has_next, _ = self._page(query, {"filters": page_filters, "sort": [sort],
-                                                   "first": self._page_size})
+            page, has_next, _ = self._page(name, {"filters": page_filters, "sort": [sort],
+                                                  "first": self._page_size})
             new = 0
             for item in page:
                 node = item.node
@@ -510,58 +730,101 @@ class IonClient:
 
         Never skips a record that qualifies for the whole read, even when records are updated while
         the pages are read; a record updated during the read may come twice (old, then new version).
+        Where the live schema cannot filter and sort by updatedAt, every order in scope is listed by
+        (id, _etag) and only those whose _etag differs from the last sync are read in full.
 
         Args:
             since: aware datetime; None reads every purchase order.
-            statuses: ION status names (``ORDERED``...); None for every status, empty for none.
+            statuses: ionqbo status names (``ORDERED``, ``CANCELED``...); None for every status, empty for none.
 
         Yields:
             A PurchaseOrder, or an InvalidRecord for a node that cannot be parsed.
         """
+        plan = self.plan()
         filters: dict[str, Any] = {}
+        wanted: set[str] | None = None
         if statuses is not None:
             if not statuses:
                 return
-            filters["status"] = {"in": list(statuses)}
-        for item in self._changed(queries.PURCHASE_ORDERS, filters, since):
-            yield _parse(item, "purchase_order", parse_purchase_order)
+            live = [plan.status_out(s) for s in statuses if plan.statuses is None or plan.status_out(s)
+                    in plan.statuses]
+            if not live:
+                return
+            read = plan.po
+            ops = read.filter_ops.get("status", frozenset()) if read else frozenset()
+            if "in" in ops:
+                filters["status"] = {"in": live}
+            elif "eq" in ops and len(live) == 1:
+                filters["status"] = {"eq": live[0]}
+            wanted = set(statuses)  # ION cannot filter by status: the scope is applied here
+        for item in self._changed("PurchaseOrders", filters, since, "purchase_order"):
+            record = _parse(item, "purchase_order", parse_purchase_order)
+            if (wanted is not None and "status" not in filters and isinstance(record, PurchaseOrder)
+                    and record.status not in wanted):
+                continue
+            yield record
 
     def changed_parts(self, since: datetime | None) -> Iterator[Part | InvalidRecord]:
         """Parts created or updated at or after ``since``, oldest change first.
 
         Same guarantees as :meth:`changed_purchase_orders`.
         """
-        for item in self._changed(queries.PARTS, {}, since):
+        for item in self._changed("Parts", {}, since, "part"):
             yield _parse(item, "part", parse_part)
 
     def purchase_orders_by_id(self, ids: Sequence[str]) -> Iterator[PurchaseOrder | InvalidRecord]:
         """The purchase orders with these ids (any status); ids ION does not know are left out."""
-        for item in self._by_id(queries.PURCHASE_ORDERS, ids, "purchase orders"):
+        for item in self._by_id("PurchaseOrders", ids, "purchase orders"):
             yield _parse(item, "purchase_order", parse_purchase_order)
 
     def parts_by_id(self, ids: Sequence[str]) -> Iterator[Part | InvalidRecord]:
         """The parts with these ids; ids ION does not know are left out."""
-        for item in self._by_id(queries.PARTS, ids, "parts"):
+        for item in self._by_id("Parts", ids, "parts"):
             yield _parse(item, "part", parse_part)
 
-    def _by_id(self, query: str, ids: Sequence[str], label: str) -> Iterator[_Node]:
+    def _by_id(self, name: str, ids: Sequence[str], label: str) -> Iterator[_Node]:
         wanted = list(dict.fromkeys(str(i) for i in ids))
+        if not wanted:
+            return
+        read = self._read_for(name)
+        docs = self._documents()
         found: set[str] = set()
-        size = max(1, min(ID_CHUNK, self._page_size))
-        for start in range(0, len(wanted), size):
-            chunk = wanted[start:start + size]
-            # Sorted by id: the order cannot shift while the (rare) second page is read.
-            for nodes in self._pages(query, {"filters": {"id": {"in": chunk}}, "sort": ["ID_ASC"]}):
-                for item in nodes:
-                    found.add(node_id(item.node))
-                    yield item
+        if read.id_in:
+            size = max(1, min(ID_CHUNK, self._page_size))
+            for start in range(0, len(wanted), size):
+                chunk = wanted[start:start + size]
+                # Sorted by id where ION can: the order cannot shift while the (rare) second page is read.
+                variables = {"filters": {"id": {"in": chunk}}, "sort": [read.sort_id] if read.sort_id else None}
+                for nodes in self._pages(name, variables):
+                    for item in nodes:
+                        found.add(node_id(item.node))
+                        yield item
+        else:
+            single = docs.single[name]
+            role = docs.roles[single]
+            plan = self.plan()
+            for ion_id in wanted:
+                data, errors = self._run_doc(single, {"id": ion_id})
+                raw = data.get(docs.roots[single])
+                if raw is None and not errors:
+                    continue
+                if role == "po" and isinstance(raw, dict):
+                    self._attach_lines([raw])
+                node_errors = [dict(e, path=[docs.roots[single], "edges", 0, "node", *e.get("path", [])[1:]])
+                               for e in errors if isinstance(e, dict)]
+                found.add(ion_id)
+                yield _Node(plan.canonical(role, raw) if raw is not None else {"id": ion_id}, node_errors)
         missing = [i for i in wanted if i not in found]
         if missing:
             log.info("ION has no %s with id %s", label, ", ".join(missing[:20]))
 
     def user_id_by_email(self, email: str) -> str | None:
         """The id of the ION user with this e-mail (ION's own matching), or None."""
-        data = self.execute(queries.USERS, {"filters": {"email": {"eq": email}}, "first": 2})
+        docs = self._documents()
+        if "Users" not in docs:
+            raise FatalApiError("ION has no users query: the notification's recipient cannot be found")
+        data = self.execute(docs["Users"], self._variables("Users", {"filters": {"email": {"eq": email}},
+                                                                    "first": 2}))
         nodes, _, _ = _connection(data, "users", "Users")
         ids = [node_id(n) for n in nodes if node_id(n)]
         if len(ids) > 1:
@@ -594,75 +857,12 @@ class IonClient:
         message_id = response.get("messageId") if isinstance(response, dict) else None
         return str(message_id) if message_id is not None else None
 
-    # ---- schema check ----------------------------------------------------------------------------
-
-    def schema_problems(self) -> list[str]:
-        """Check every query in :mod:`ionqbo.ion.queries` against ION's live schema (introspection).
-
-        Returns:
-            One readable line per field, argument, type, input field or enum value that ionqbo uses
-            and ION lacks, e.g. ``PurchaseOrderLine.expenseCode: ION has no such field``; empty when
-            every query fits.
-        """
-        try:
-            data = self.execute(queries.INTROSPECTION)
-        except IonGraphQLError as exc:
-            return [f"ION refused the introspection query, so the queries cannot be checked: {exc.message}"]
-        try:
-            schema = build_client_schema(data)  # type: ignore[arg-type]
-        except (TypeError, ValueError, KeyError, GraphQLError) as exc:
-            return [f"ION's introspection answer cannot be read, so the queries cannot be checked: {exc}"]
-        return problems_in_schema(schema, statuses=self._settings.po_statuses)
-
 
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-def problems_in_schema(schema: GraphQLSchema, *, statuses: Iterable[str] = ()) -> list[str]:
-    """Every name that a query in :mod:`ionqbo.ion.queries` uses and ``schema`` lacks, one line each.
-
-    Args:
-        schema: the schema to check against (from introspection, or the reference SDL in tests).
-        statuses: purchase-order statuses the settings ask for (checked as enum values).
-    """
-    problems: list[str] = []
-    for name, text in queries.ALL.items():
-        for error in validate(schema, parse(text)):
-            problems.append(_describe_validation(name, error.message))
-    uses = list(queries.VARIABLE_USES) + [("PurchaseOrderStatusEnum", s) for s in statuses]
-    for type_name, member in uses:
-        gtype = schema.get_type(type_name)
-        if gtype is None:
-            problems.append(f"{type_name}: ION has no such type")
-        elif isinstance(gtype, GraphQLInputObjectType):
-            if member not in gtype.fields:
-                problems.append(f"{type_name}.{member}: ION has no such input field")
-        elif isinstance(gtype, GraphQLEnumType):
-            if member not in gtype.values:
-                problems.append(f"{type_name}.{member}: ION has no such enum value")
-        else:
-            problems.append(f"{type_name}: ION's type is not an input object or enum")
-    return list(dict.fromkeys(problems))
-
-
-_VALIDATION_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
-    (re.compile(r"Cannot query field '(\w+)' on type '(\w+)'\.(?: Did you mean (.+)\?)?"),
-     lambda m: f"{m[2]}.{m[1]}: ION has no such field" + (f" (did you mean {m[3]}?)" if m[3] else "")),
-    (re.compile(r"Unknown argument '(\w+)' on field '([\w.]+)'\.(?: Did you mean (.+)\?)?"),
-     lambda m: f"{m[2]}({m[1]}:): ION has no such argument" + (f" (did you mean {m[3]}?)" if m[3] else "")),
-    (re.compile(r"Unknown type '(\w+)'\.(?: Did you mean (.+)\?)?"),
-     lambda m: f"{m[1]}: ION has no such type" + (f" (did you mean {m[2]}?)" if m[2] else "")),
-    (re.compile(r"Variable '\$(\w+)' of type '(.+)' used in position expecting type '(.+)'\."),
-     lambda m: f"${m[1]}: ionqbo sends {m[2]} where ION expects {m[3]}"),
-)
-
-
-def _describe_validation(query_name: str, message: str) -> str:
-    for pattern, render in _VALIDATION_PATTERNS:
-        match = pattern.match(message)
-        if match:
-            return render(match)
-    return f"query {query_name}: {message}"
+def _id_order(value: str) -> tuple[int, int, str]:
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
 
 
 @lru_cache(maxsize=64)
@@ -750,13 +950,8 @@ def _stamp(node: Any) -> tuple[str, datetime] | None:
     raw = node.get("updatedAt") if isinstance(node, dict) else None
     if not isinstance(raw, str):
         return None
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return raw, parsed
+    parsed = read_time(raw)
+    return (raw, parsed) if parsed is not None else None
 
 
 def _field_path(path: Sequence[Any]) -> str:

@@ -6,13 +6,16 @@ binary rounding creeps in. Ids are strings (ION emits integers; ``ID`` accepts b
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ionqbo.errors import MalformedRecordError
+
+log = logging.getLogger("ionqbo.ion")
 
 
 @dataclass(frozen=True)
@@ -162,12 +165,9 @@ class _Reader:
         value = self.text(name)
         if value is None:
             return None
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise self._fail(name, f"is not an ISO-8601 time ({value!r:.40})") from None
-        if parsed.tzinfo is None:
-            raise self._fail(name, f"has no UTC offset ({value!r:.40})")
+        parsed = read_time(value)
+        if parsed is None:
+            raise self._fail(name, f"is not an ISO-8601 time ({value!r:.40})")
         return parsed
 
     def date(self, name: str) -> date | None:
@@ -194,6 +194,27 @@ class _Reader:
         if not isinstance(value, list):
             raise self._fail(name, "is not a list")
         return [_Reader(v, self.kind, self.ion_id, f"{self.prefix}{name}[{i}].") for i, v in enumerate(value)]
+
+
+_naive_noted: list[bool] = []
+
+
+def read_time(value: str) -> datetime | None:
+    """An ION time as an aware datetime, or None when it is not ISO-8601.
+
+    A time without a UTC offset is read as UTC (ION's database keeps UTC; its API's format is not
+    documented): said once in the log, not per record.
+    """
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        if not _naive_noted:
+            _naive_noted.append(True)
+            log.info("ION sends times without a UTC offset (e.g. %s); they are read as UTC", value[:40])
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def _label(kind: str) -> str:

@@ -1,139 +1,23 @@
-"""Every GraphQL document ionqbo sends to ION, in one place.
+"""Every GraphQL document ionqbo sends to ION: built from the live schema's resolution.
 
-Field names come from ``reference/ion-schema.graphql``. Many of them are marked [R] there
-(reconstructed: public ION material does not show them), so they live here and nowhere else:
-``tests/test_ion_client.py`` validates every document against the schema file, and
-``IonClient.schema_problems()`` (used by ``ionqbo check-mappings``) validates them against the live
-ION schema by introspection, so a wrong name is found at set-up, not in the middle of a sync.
+The record queries (purchase orders, lines, parts, by id, keys only) are not fixed texts: :func:`build`
+writes them from a :class:`ionqbo.ion.schema.Plan` (the needs of :mod:`ionqbo.ion.schema` resolved
+against the introspected schema), with only the arguments the live root field has and the variable
+types it declares, and :func:`validate_documents` checks each one against the same schema before it
+is sent. A document that validates locally cannot be refused by ION for a name.
 
-Values never appear in these texts: every value travels in ``variables`` (R7). The input fields and
-enum values that only appear in variables are listed in :data:`VARIABLE_USES`, so that they are
-checked against the schema too.
+The few fixed texts below use only names First Resonance's public code and docs show ([V] in
+``docs/reference/ion.md``). Values never appear in any text: every value travels in ``variables``.
 """
 
 from __future__ import annotations
 
-from graphql import get_introspection_query
+from dataclasses import dataclass, field
+from typing import Any
 
-# ---- fragments ---------------------------------------------------------------------------------
+from graphql import GraphQLSchema, get_introspection_query, parse, validate
 
-# Part: partNumber/revision/description/trackingType [V]; _etag, cost, unitOfMeasure, createdAt,
-# updatedAt [R]; isLatestRevision [V] as a filter, [R] as a field.
-PART_FIELDS = """
-fragment PartFields on Part {
-  id
-  _etag
-  partNumber
-  revision
-  description
-  trackingType
-  cost
-  unitOfMeasure { id type }
-  isLatestRevision
-  createdAt
-  updatedAt
-}
-"""
-
-# Purchase order: id/_etag/status/estimatedTotalCost/currency{id}/fees{id} [V]; everything else [R]
-# (ion-api.md section 4.4: lines, supplier, address, fee name/value, currency code were NOT FOUND).
-PURCHASE_ORDER_FIELDS = """
-fragment PurchaseOrderFields on PurchaseOrder {
-  id
-  _etag
-  status
-  createdAt
-  updatedAt
-  estimatedTotalCost
-  notes
-  currency { id code name }
-  supplier { id name }
-  shippingAddress { name street1 street2 city state postalCode country }
-  fees { id _etag name value }
-  purchaseOrderLines {
-    id
-    _etag
-    status
-    description
-    needDate
-    quantity
-    unitCost
-    totalCost
-    expenseCode
-    accountingClass
-    part { ...PartFields }
-  }
-}
-"""
-
-# ---- queries -------------------------------------------------------------------------------------
-
-PURCHASE_ORDERS = (
-    """
-query PurchaseOrders(
-  $filters: PurchaseOrdersInputFilters
-  $sort: [PurchaseOrderSortEnum]
-  $first: Int
-  $after: String
-) {
-  purchaseOrders(filters: $filters, sort: $sort, first: $first, after: $after) {
-    edges { node { ...PurchaseOrderFields } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
-    + PURCHASE_ORDER_FIELDS
-    + PART_FIELDS
-)
-
-PARTS = (
-    """
-query Parts($filters: PartsInputFilters, $sort: [PartSortEnum], $first: Int, $after: String) {
-  parts(filters: $filters, sort: $sort, first: $first, after: $after) {
-    edges { node { ...PartFields } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
-    + PART_FIELDS
-)
-
-# The same pages with only the keys: read when ION nulled a whole page because one record holds a
-# value GraphQL cannot return in a non-null field (a NaN quantity, a null where the schema says `!`;
-# GraphQL nulls the nearest nullable parent, here the connection). The keys show which ids the page
-# held, so the spoiled records become per-record errors and the others are read by id.
-PURCHASE_ORDER_KEYS = """
-query PurchaseOrderKeys(
-  $filters: PurchaseOrdersInputFilters
-  $sort: [PurchaseOrderSortEnum]
-  $first: Int
-  $after: String
-) {
-  purchaseOrders(filters: $filters, sort: $sort, first: $first, after: $after) {
-    edges { node { id updatedAt } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
-
-PART_KEYS = """
-query PartKeys($filters: PartsInputFilters, $sort: [PartSortEnum], $first: Int, $after: String) {
-  parts(filters: $filters, sort: $sort, first: $first, after: $after) {
-    edges { node { id updatedAt } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
-
-# ion-examples GET_USERS [V]: users(filters: {email: {eq: ...}}).
-USERS = """
-query Users($filters: UserInputFilters, $first: Int, $after: String) {
-  users(filters: $filters, first: $first, after: $after) {
-    edges { node { id name email } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-"""
+from ionqbo.ion.schema import ListRead, Plan
 
 # docs-v3 getting-started [V]: the "who am I" check.
 ME = """
@@ -152,45 +36,136 @@ mutation DispatchNotification($input: DispatchNotificationInput!) {
 # The standard introspection query (graphql-core's, without descriptions: smaller answer).
 INTROSPECTION = get_introspection_query(descriptions=False)
 
-# Root field each paged query reads (the connection under `data`).
-ROOTS: dict[str, str] = {"PurchaseOrders": "purchaseOrders", "Parts": "parts", "Users": "users",
-                         "PurchaseOrderKeys": "purchaseOrders", "PartKeys": "parts"}
+Tree = dict[str, "Tree"]
 
-# Paged record query -> its keys-only twin (see PURCHASE_ORDER_KEYS).
-KEYS: dict[str, str] = {"PurchaseOrders": PURCHASE_ORDER_KEYS, "Parts": PART_KEYS}
 
-# Every document, by operation name: validated in tests and by `schema_problems()`.
-ALL: dict[str, str] = {
-    "PurchaseOrders": PURCHASE_ORDERS,
-    "Parts": PARTS,
-    "PurchaseOrderKeys": PURCHASE_ORDER_KEYS,
-    "PartKeys": PART_KEYS,
-    "Users": USERS,
-    "Me": ME,
-    "DispatchNotification": DISPATCH_NOTIFICATION,
-}
+@dataclass
+class Documents:
+    """The documents built for one plan, by operation name, and what each reads."""
 
-# Input-object fields and enum values that ionqbo puts into `variables` (so they are not in the
-# query text and a plain `validate` cannot see them): (type name, field or value name).
-VARIABLE_USES: tuple[tuple[str, str], ...] = (
-    ("PurchaseOrdersInputFilters", "id"),
-    ("PurchaseOrdersInputFilters", "status"),
-    ("PurchaseOrdersInputFilters", "updatedAt"),
-    ("PurchaseOrderStatusFilter", "in"),
-    ("PartsInputFilters", "id"),
-    ("PartsInputFilters", "updatedAt"),
-    ("UserInputFilters", "email"),
-    ("StringFilter", "eq"),
-    ("IDFilter", "in"),
-    ("IDFilter", "notIn"),
-    ("DateTimeFilter", "eq"),
-    ("DateTimeFilter", "gt"),
-    ("DateTimeFilter", "gte"),
-    ("PurchaseOrderSortEnum", "UPDATED_AT_ASC"),
-    ("PartSortEnum", "UPDATED_AT_ASC"),
-    ("DispatchNotificationInput", "userId"),
-    ("DispatchNotificationInput", "notificationType"),
-    ("DispatchNotificationInput", "title"),
-    ("DispatchNotificationInput", "description"),
-    ("NotificationTypeEnum", "WARNING"),
-)
+    texts: dict[str, str] = field(default_factory=dict)
+    roots: dict[str, str] = field(default_factory=dict)  # operation -> root field
+    roles: dict[str, str] = field(default_factory=dict)  # operation -> role of its nodes (po, part, line)
+    keys: dict[str, str] = field(default_factory=dict)  # record operation -> its keys-only twin
+    single: dict[str, str] = field(default_factory=dict)  # record operation -> its by-id twin
+
+    def __getitem__(self, name: str) -> str:
+        return self.texts[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.texts
+
+
+def _insert(tree: Tree, path: tuple[str, ...], sub: Tree | None = None) -> None:
+    node = tree
+    for step in path:
+        node = node.setdefault(step, {})
+    if sub:
+        _merge(node, sub)
+
+
+def _merge(into: Tree, other: Tree) -> None:
+    for key, value in other.items():
+        _merge(into.setdefault(key, {}), value)
+
+
+def selection(plan: Plan, role: str, *, keys_only: bool = False) -> Tree:
+    """The fields to ask for on a node of ``role``."""
+    tree: Tree = {}
+    for found in plan.role_found(role):
+        need = found.need
+        if keys_only and need.key.split(".", 1)[1] not in ("id", "etag", "updatedAt"):
+            continue
+        if found.path == ("__root__",):
+            continue  # lines read from the root query, separately
+        if need.kind in ("list", "object"):
+            _insert(tree, found.path, selection(plan, need.child))
+        else:
+            _insert(tree, found.path)
+    return tree
+
+
+def render(tree: Tree, indent: int = 2) -> str:
+    pad = " " * indent
+    lines = []
+    for name, sub in tree.items():
+        if sub:
+            lines.append(f"{pad}{name} {{\n{render(sub, indent + 2)}\n{pad}}}")
+        else:
+            lines.append(f"{pad}{name}")
+    return "\n".join(lines)
+
+
+def _list_query(name: str, read: ListRead | Any, tree: Tree) -> str:
+    wanted = [a for a in ("filters", "sort", "first", "after") if a in read.args]
+    header = ", ".join(f"${a}: {read.args[a]}" for a in wanted)
+    call = ", ".join(f"{a}: ${a}" for a in wanted)
+    head = f"query {name}({header})" if header else f"query {name}"
+    args = f"({call})" if call else ""
+    return (f"{head} {{\n  {read.root}{args} {{\n    edges {{ node {{\n{render(tree, 6)}\n    }} }}\n"
+            f"    pageInfo {{ hasNextPage endCursor }}\n  }}\n}}\n")
+
+
+def _single_query(name: str, root: str, arg_type: str, tree: Tree) -> str:
+    return f"query {name}($id: {arg_type}) {{\n  {root}(id: $id) {{\n{render(tree, 4)}\n  }}\n}}\n"
+
+
+def build(plan: Plan) -> Documents:
+    """Every record document for ``plan``, plus the fixed ones."""
+    docs = Documents()
+    query = plan.schema.query_type
+    for role, read, name in (("po", plan.po, "PurchaseOrders"), ("part", plan.part, "Parts")):
+        if read is None or role not in plan.types:
+            continue
+        docs.texts[name] = _list_query(name, read, selection(plan, role))
+        docs.roots[name] = read.root
+        docs.roles[name] = role
+        keys_name = name.removesuffix("s") + "Keys"
+        docs.texts[keys_name] = _list_query(keys_name, read, selection(plan, role, keys_only=True))
+        docs.roots[keys_name] = read.root
+        docs.roles[keys_name] = role
+        docs.keys[name] = keys_name
+        if read.single_root and query is not None:
+            single = name.removesuffix("s")
+            arg_type = str(query.fields[read.single_root].args["id"].type)
+            docs.texts[single] = _single_query(single, read.single_root, arg_type, selection(plan, role))
+            docs.roots[single] = read.single_root
+            docs.roles[single] = role
+            docs.single[name] = single
+    if plan.lines_root is not None:
+        lr = plan.lines_root
+        tree = selection(plan, "line")
+        _insert(tree, lr.po_link)
+        docs.texts["PurchaseOrderLines"] = _list_query("PurchaseOrderLines", lr, tree)
+        docs.roots["PurchaseOrderLines"] = lr.root  # raw nodes: they become canonical with their order
+    users = query.fields.get("users") if query is not None else None
+    if users is not None:
+        wanted = [a for a in ("filters", "first") if a in users.args]
+        header = ", ".join(f"${a}: {users.args[a].type}" for a in wanted)
+        call = ", ".join(f"{a}: ${a}" for a in wanted)
+        docs.texts["Users"] = (f"query Users{f'({header})' if header else ''} {{\n  users{f'({call})' if call else ''}"
+                               " {\n    edges { node { id name email } }\n    pageInfo { hasNextPage endCursor }\n"
+                               "  }\n}\n")
+        docs.roots["Users"] = "users"
+    docs.texts["Me"] = ME
+    docs.texts["DispatchNotification"] = DISPATCH_NOTIFICATION
+    return docs
+
+
+# Documents a sync can do without: `me` (check-mappings' connectivity row), the notification path
+# (its own check-mappings warnings, :func:`ionqbo.ion.schema.notification_problems`).
+NOT_FOR_RECORDS = frozenset({"Me", "DispatchNotification", "Users"})
+
+
+def validate_documents(schema: GraphQLSchema, docs: Documents, *, records_only: bool = False) -> list[str]:
+    """One line per validation error of a document against ``schema`` (empty: every one fits).
+
+    ``records_only``: only the documents that read purchase orders, lines and parts.
+    """
+    problems = []
+    for name, text in docs.texts.items():
+        if records_only and name in NOT_FOR_RECORDS:
+            continue
+        for error in validate(schema, parse(text)):
+            problems.append(f"query {name}: {error.message}")
+    return problems

@@ -66,8 +66,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
 from graphql import (
+    GraphQLEnumType,
     GraphQLError,
     GraphQLLeafType,
+    GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLResolveInfo,
     GraphQLSchema,
     build_schema,
@@ -201,9 +204,28 @@ extend type Supplier { Attributes: [SupplierAttribute!]! }
 """
 
 
+# Directives a served SDL file may use to say how its fields map onto the emulator's store (which keeps
+# records under the reference schema's names). They are not part of what introspection shows.
+#   field: T @stored(as: "expenseCode")     resolve as the reference field `expenseCode` (dotted: a path)
+#   enum value CANCELLED @stored(as: "CANCELED")  the stored value this enum value stands for
+#   scalar DateTime @naiveTimes             times are served without a UTC offset (as UTC wall time)
+# A field without @stored resolves as the reference field of the same name; an object-typed field
+# whose stored value is a scalar is served as an object whose every field holds that value.
+EMULATOR_DIRECTIVES = """
+directive @stored(as: String!) on FIELD_DEFINITION | ENUM_VALUE
+directive @naiveTimes on SCALAR
+"""
+
+
 @cache
 def _schema_text() -> str:
     return SCHEMA_PATH.read_text(encoding="utf-8") + SCHEMA_EXTENSIONS
+
+
+def schema_file_text(path: Path) -> str:
+    """An SDL file to serve, with the emulator's directives declared."""
+    text = path.read_text(encoding="utf-8")
+    return text if "directive @stored" in text else EMULATOR_DIRECTIVES + text
 
 
 class _IonExecutionContext(ExecutionContext):
@@ -246,6 +268,7 @@ _FILTER_FIELDS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "parts": {"id": _ID, "partNumber": _SAME, "isLatestRevision": _SAME, "updatedAt": _TIME},
     "suppliers": {"id": _ID, "name": _SAME},
     "users": {"id": _ID, "email": _SAME},
+    "purchaseOrderLines": {"id": _ID, "purchaseOrderId": _ID},
 }
 
 
@@ -265,17 +288,25 @@ def _field_matches(value: Any, flt: Mapping[str, Any], norm: Callable[[Any], Any
 
 def _select(records: list[dict[str, Any]], kind: str, filters: Mapping[str, Any] | None,
             sort: list[str | None] | None) -> list[dict[str, Any]]:
-    fields = _FILTER_FIELDS[kind]
+    fields = _FILTER_FIELDS.get(kind, {})
     wanted = (filters or {}).items()
     chosen = [r for r in records
-              if all(_field_matches(r.get(name), flt or {}, fields[name]) for name, flt in wanted)]
+              if all(_field_matches(r.get(name), flt or {}, fields.get(name, _SAME)) for name, flt in wanted)]
     chosen.sort(key=lambda r: _id_key(r.get("id")))  # the default order, and every tie-break
     for key in reversed([s for s in (sort or []) if s]):
-        if key.startswith("UPDATED_AT"):
-            chosen.sort(key=lambda r: ((t := _parse_time(r.get("updatedAt"))) is not None, t or _EPOCH),
-                        reverse=key.endswith("DESC"))
-        elif key == "ID_DESC":
-            chosen.sort(key=lambda r: _id_key(r.get("id")), reverse=True)
+        flat = key.replace("_", "").lower()
+        descending = flat.endswith("desc")
+        name = flat.removesuffix("desc").removesuffix("asc").removeprefix("asc")
+        if name in ("updatedat", "createdat"):
+            stamp = "updatedAt" if name == "updatedat" else "createdAt"
+
+            def by_time(r: dict[str, Any], f: str = stamp) -> tuple[bool, datetime]:
+                t = _parse_time(r.get(f))
+                return t is not None, t or _EPOCH
+
+            chosen.sort(key=by_time, reverse=descending)
+        elif name == "id":
+            chosen.sort(key=lambda r: _id_key(r.get("id")), reverse=descending)
     return chosen
 
 
@@ -445,11 +476,13 @@ class IonEmulator:
         token_lifetime: Seconds an access token lives (ION's real lifetime is not documented).
         clock: Seconds since the epoch; drives token expiry and ``updatedAt``.
         seed: Makes etags, message ids and faults replayable.
+        schema_sdl: The SDL to serve instead of the reference schema (see :data:`EMULATOR_DIRECTIVES`
+            for how its fields map onto the store); :func:`schema_file_text` reads a file.
     """
 
     def __init__(self, *, client_id: str = "ion-sandbox-client", client_secret: str | None = None,
                  token_lifetime: float = 300.0, clock: Callable[[], float] = time.time,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, schema_sdl: str | None = None) -> None:
         self.client_id = client_id
         self.client_secret = client_secret if client_secret is not None else secrets.token_urlsafe(24)
         self.token_lifetime = token_lifetime
@@ -464,6 +497,7 @@ class IonEmulator:
         self._tokens: dict[str, float] = {}
         self._counters: dict[str, Any] = {}
         self.reset_counters()
+        self.schema_sdl = schema_sdl
         self.schema = self._build_schema()
 
     # ---- admin: Python API ----
@@ -648,7 +682,8 @@ class IonEmulator:
         with self._lock:  # one consistent snapshot per operation
             result = graphql_sync(self.schema, query, variable_values=variables, operation_name=operation,
                                   # graphql-core takes functions or objects with `resolve`, not methods
-                                  middleware=[SimpleNamespace(resolve=self._count_root_field)],
+                                  middleware=[SimpleNamespace(resolve=self._count_root_field),
+                                              SimpleNamespace(resolve=_as_object)],
                                   execution_context_class=_IonExecutionContext)
         return 200, dict(result.formatted)
 
@@ -720,9 +755,13 @@ class IonEmulator:
     # ---- GraphQL ----
 
     def _build_schema(self) -> GraphQLSchema:
-        schema = build_schema(_schema_text())
-        schema.type_map["DateTime"].parse_value = _parse_datetime_input  # type: ignore[attr-defined]
+        schema = build_schema(self.schema_sdl if self.schema_sdl is not None else _schema_text())
         store = self._store
+        date_time = schema.type_map.get("DateTime")
+        if date_time is not None:
+            date_time.parse_value = _parse_datetime_input  # type: ignore[attr-defined]
+            if _has_directive(date_time, "naiveTimes"):
+                date_time.serialize = _naive_time  # type: ignore[attr-defined]
 
         def ref(kind: str, key: str) -> Callable[..., Any]:
             return lambda obj, _info: store.find(kind, obj.get(key))
@@ -743,6 +782,9 @@ class IonEmulator:
                 "part": lambda _root, _info, id: store.find("parts", id),
                 "suppliers": self._lister("suppliers"),
                 "users": self._lister("users"),
+                "purchaseOrderLines": self._lister("purchaseOrderLines"),
+                "purchaseOrderLine": lambda _root, _info, id: next(
+                    (line for line in self._all_lines() if str(line.get("id")) == str(id)), None),
             },
             "Mutation": {"dispatchNotification": self._dispatch_notification},
             "User": {"organization": lambda _user, _info: store.organization},
@@ -752,22 +794,45 @@ class IonEmulator:
                               "approvalRequests": lambda po, _info: po.get("approvalRequests") or []},
             "Supplier": {"Attributes": lambda supplier, _info: supplier.get("Attributes") or []},
             "PurchaseOrderLine": {"part": ref("parts", "partId"),
-                                  "purchaseOrder": lambda line, _info: line.get("_po")},
+                                  "purchaseOrder": lambda line, _info: line.get("_po"),
+                                  "purchaseOrderId": lambda line, _info: (line.get("_po") or {}).get("id")},
             "Part": {"unitOfMeasure": lambda part, _info: store.uom(part.get("unitOfMeasure")),
                      "quantity": lambda part, _info: part.get("quantity", 0)},
         }
-        for type_name, fields in resolvers.items():
-            type_fields = schema.type_map[type_name].fields  # type: ignore[attr-defined]
-            for field_name, resolve in fields.items():
-                if field_name in type_fields:  # a test may serve a schema without the extensions
-                    type_fields[field_name].resolve = resolve
+        for type_name, gtype in schema.type_map.items():
+            if type_name.startswith("__"):
+                continue
+            if isinstance(gtype, GraphQLEnumType):
+                for value in gtype.values.values():
+                    stored = _directive_arg(value, "stored")
+                    if stored is not None:
+                        value.value = stored
+                continue
+            if not isinstance(gtype, GraphQLObjectType):
+                continue
+            canonical = resolvers.get(type_name, {})
+            for field_name, fld in gtype.fields.items():
+                stored = _directive_arg(fld, "stored")
+                if stored is not None:
+                    fld.resolve = _stored_resolver(stored.split("."), canonical)
+                elif field_name in canonical:  # a test may serve a schema without the extensions
+                    fld.resolve = canonical[field_name]
         return schema
+
+    def _all_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for po in self._store.tables["purchaseOrders"].values():
+            for line in po.get("purchaseOrderLines") or []:
+                if isinstance(line, dict):
+                    out.append(dict(line, _po=po, purchaseOrderId=po.get("id")))
+        return out
 
     def _lister(self, kind: str) -> Callable[..., dict[str, Any]]:
         def resolve(_root: Any, _info: GraphQLResolveInfo, filters: Mapping[str, Any] | None = None,
                     sort: list[str | None] | None = None, first: int | None = None,
                     after: str | None = None) -> dict[str, Any]:
-            records = _select(list(self._store.tables[kind].values()), kind, filters, sort)
+            table = self._all_lines() if kind == "purchaseOrderLines" else list(self._store.tables[kind].values())
+            records = _select(table, kind, filters, sort)
             return _connection(records, first, after)
         return resolve
 
@@ -779,6 +844,52 @@ class IonEmulator:
         sent_at = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="microseconds")
         self._store.notifications.append({"messageId": message_id, **input, "sentAt": sent_at})
         return {"response": {"messageId": message_id}}
+
+
+def _directive_arg(element: Any, name: str) -> str | None:
+    """The ``as`` argument of directive ``@name`` on an SDL element, or None."""
+    node = getattr(element, "ast_node", None)
+    for directive in getattr(node, "directives", None) or ():
+        if directive.name.value == name:
+            for arg in directive.arguments:
+                if arg.name.value == "as":
+                    return str(getattr(arg.value, "value", ""))
+    return None
+
+
+def _has_directive(element: Any, name: str) -> bool:
+    node = getattr(element, "ast_node", None)
+    return any(d.name.value == name for d in getattr(node, "directives", None) or ())
+
+
+def _stored_resolver(path: list[str], canonical: Mapping[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """Resolve as the reference field ``path[0]`` would, then follow the rest of the path."""
+    def resolve(obj: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+        first = canonical.get(path[0])
+        value = first(obj, info) if first is not None else (obj.get(path[0]) if isinstance(obj, dict) else None)
+        for step in path[1:]:
+            value = value.get(step) if isinstance(value, dict) else None
+        return value
+    return resolve
+
+
+def _as_object(next_: Callable[..., Any], root: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+    """A scalar stored where the served schema has an object: every field of the object holds it."""
+    result = next_(root, info, **args)
+    if not isinstance(result, str | int | float | Decimal) or info.parent_type.name.startswith("__"):
+        return result
+    gtype = info.return_type
+    while isinstance(gtype, GraphQLNonNull):
+        gtype = gtype.of_type
+    if isinstance(gtype, GraphQLObjectType):
+        return {name: result for name in gtype.fields}
+    return result
+
+
+def _naive_time(value: Any) -> Any:
+    """DateTime served without an offset (UTC wall time), for schemas marked @naiveTimes."""
+    parsed = _parse_time(value)
+    return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") if parsed else value
 
 
 def _fault_response(status: int) -> Response:

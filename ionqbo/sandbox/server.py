@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ionqbo.sandbox import data
 from ionqbo.sandbox.httpd import App, Server
-from ionqbo.sandbox.ion import IonEmulator
+from ionqbo.sandbox.ion import IonEmulator, schema_file_text
 from ionqbo.sandbox.qbo import QboEmulator
 
 
@@ -30,6 +31,8 @@ class Sandbox:
         ion_port, qbo_port: 0 picks free ports.
         rate_limits: the QBO emulator enforces QBO's published limits.
         latency: seconds added to every QBO API answer.
+        ion_schema: an SDL file the ION emulator serves instead of its reference schema (the variants
+            in ``ionqbo/sandbox/ion-schemas/`` show how its fields map onto the emulator's records).
     """
 
     sample: bool = True
@@ -38,12 +41,14 @@ class Sandbox:
     qbo_port: int = 0
     rate_limits: bool = False
     latency: float = 0.0
+    ion_schema: Path | None = None
     ion: IonEmulator = field(init=False)
     qbo: QboEmulator = field(init=False)
     _servers: list[Server] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self.ion = IonEmulator()
+        sdl = schema_file_text(Path(self.ion_schema)) if self.ion_schema is not None else None
+        self.ion = IonEmulator(schema_sdl=sdl)
         self.qbo = QboEmulator(rate_limits=self.rate_limits)
         if self.latency:
             self.qbo.faults.configure(latency=self.latency)
