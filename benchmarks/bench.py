@@ -49,6 +49,10 @@ QBO_BATCH_PER_MINUTE = 40
 QBO_BATCH_ITEMS = 30
 # Where every workload starts in time (ION createdAt / updatedAt); one record a minute after it.
 EPOCH = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+# The ION schema variant whose list queries have no updatedAt filter: ionqbo reads it by _etag scan.
+SCAN_SCHEMA = ROOT / "ionqbo" / "sandbox" / "ion-schemas" / "no-updated-filter.graphql"
+# read strategy -> the ION schema the sandbox serves for it (None: the reference schema, keyset reads)
+STRATEGY_SCHEMAS: dict[str, Path | None] = {"keyset": None, "scan": SCAN_SCHEMA}
 # Settings that must not leak from the benchmark's own environment into the measured child.
 _ENV_PREFIXES = ("ION_", "QBO_", "IONQBO_")
 
@@ -230,8 +234,9 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 class SandboxProcess:
     """``python -m ionqbo sandbox --empty --print-env`` in a child process, driven through ``/_admin/``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, ion_schema: Path | None = None) -> None:
         self.workdir = workdir
+        self.ion_schema = ion_schema
         self.env: dict[str, str] = {}
         self._proc: subprocess.Popen[str] | None = None
         self._http = requests.Session()
@@ -239,8 +244,9 @@ class SandboxProcess:
     def start(self, timeout: float = 30.0) -> SandboxProcess:
         """Start the emulators and read the settings they print."""
         log = (self.workdir / "sandbox.log").open("w")
+        schema = ["--ion-schema", str(self.ion_schema)] if self.ion_schema is not None else []
         self._proc = subprocess.Popen([sys.executable, "-m", "ionqbo", "sandbox", "--empty", "--no-multicurrency",
-                                       "--print-env"], stdout=subprocess.PIPE, stderr=log, text=True,
+                                       "--print-env", *schema], stdout=subprocess.PIPE, stderr=log, text=True,
                                       cwd=self.workdir, env=child_env())
         assert self._proc.stdout is not None
         lines: list[str] = []
@@ -567,7 +573,25 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="workload seed")
     p.add_argument("--keep", action="store_true", help="keep the work directory (env files, outputs, logs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra ionqbo setting")
+    p.add_argument("--strategy", choices=("both", *STRATEGY_SCHEMAS), default="both",
+                   help="ION read strategy: keyset (reference schema) and/or scan (a schema without an updatedAt "
+                        f"filter: {SCAN_SCHEMA.name}); both by default, one after the other")
     return p
+
+
+def strategies(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """The (strategy, ION schema) pairs ``--strategy`` asks for."""
+    return [(name, schema) for name, schema in STRATEGY_SCHEMAS.items() if args.strategy in ("both", name)]
+
+
+def print_strategies(rows: Sequence[tuple[str, str, Measured]]) -> None:
+    """One table: request counts per read strategy and run."""
+    print("-- request counts by ION read strategy")
+    print(f"   {'strategy':<8}  {'run':<32}  {'ION':>5}  {'QBO':>5}  ION operations")
+    for strategy, label, m in rows:
+        ops = (m.counters.get("ion", {}).get("by_operation") or {})
+        qbo = int(m.counters.get("qbo", {}).get("total", 0))
+        print(f"   {strategy:<8}  {label:<32}  {m.ion_requests:>5}  {qbo:>5}  {_kinds(ops)}")
 
 
 def extra_settings(args: argparse.Namespace) -> dict[str, str]:
