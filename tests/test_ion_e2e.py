@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from ionqbo.config import Settings
 from ionqbo.http import RetryPolicy
 from ionqbo.ion.client import IonClient
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
-from ionqbo.ion.schema import IonSchemaError
+from ionqbo.ion.schema import IonSchemaError, SchemaCache
 from ionqbo.sandbox import ion as ion_module
 from ionqbo.sandbox.httpd import Server
 from ionqbo.sandbox.ion import IonEmulator
@@ -303,3 +304,43 @@ def test_a_schema_lacking_a_field_is_reported(monkeypatch: pytest.MonkeyPatch) -
         assert '[ion_fields] "line.expenseCode"' in str(info.value)
         assert "PurchaseOrderLine" in str(info.value)
         assert emulator.counters["graphql"] == 0  # nothing was sent after the schema was read
+
+
+def test_the_schema_is_cached_and_read_again_when_ion_rejects_a_query(tmp_path: Path) -> None:
+    clock = Clock()
+    emulator = IonEmulator(client_id="cid", client_secret=SECRET, clock=clock)
+    emulator.load(sample())
+    for ion in _start(emulator, clock):
+        url = ion.server.url
+        settings = Settings(ion_api_url=f"{url}/graphql", ion_token_url=f"{url}{TOKEN_PATH}", ion_client_id="cid",
+                            ion_client_secret=SECRET, page_size=50, po_statuses=("ORDERED",), http_timeout=5.0)
+        cache = SchemaCache(tmp_path)
+        IonClient(settings, schema_cache=cache).plan()
+        assert emulator.counters["by_operation"] == {"__schema": 1}
+        assert (tmp_path / "ion-schema.json").exists()
+        emulator.reset_counters()
+        expected = list(IonClient(settings, schema_cache=cache).changed_purchase_orders(None, ["ORDERED"]))
+        assert "__schema" not in emulator.counters["by_operation"]  # the next run uses the cached copy
+        # ION drops a field the cached copy has: the query built from the cache is rejected, the schema is
+        # read again, and the read goes on without the (optional) field.
+        del emulator.schema.type_map["PurchaseOrder"].fields["notes"]
+        emulator.reset_counters()
+        client = IonClient(settings, schema_cache=cache)
+        got = list(client.changed_purchase_orders(None, ["ORDERED"]))
+        assert [po.id for po in got] == [po.id for po in expected]
+        assert emulator.counters["by_operation"]["__schema"] == 1
+        assert [m.need.key for m in client.plan().optional_missing] == ["po.notes"]
+
+
+def test_the_schema_cache_is_read_again_after_a_day(tmp_path: Path) -> None:
+    cache = SchemaCache(tmp_path)
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    data = {"__schema": {"queryType": {"name": "Query"}, "types": []}}
+    digest = cache.store("https://ion/graphql", data, now)
+    assert cache.load("https://ion/graphql", now + timedelta(hours=23)) == data
+    assert cache.load("https://ion/graphql", now + timedelta(hours=25)) is None
+    assert cache.load("https://other-ion/graphql", now) is None  # another ION environment
+    (tmp_path / f"ion-schema-{digest}.json").write_text('{"changed": true}')
+    assert cache.load("https://ion/graphql", now) is None  # not what the hash says
+    SchemaCache(tmp_path, writable=False).store("https://ion/graphql", {"x": 1}, now)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ion-schema-" + digest + ".json", "ion-schema.json"]
