@@ -360,6 +360,11 @@ class _Audit:
                          missing.message() + ": a sync goes on without it and says so in its report",
                          missing.fix(), code="schema")
         for problem in plan.problems:
+            if problem.startswith("IONQBO_PO_STATUSES"):
+                self.add(section, "IONQBO_PO_STATUSES", Severity.BLOCKING, problem.split(": ", 1)[1],
+                         "set IONQBO_PO_STATUSES to status names this ION has", code="schema",
+                         exit_code=int(ExitCode.USAGE))
+                continue
             self.add(section, "queries", Severity.BLOCKING, problem,
                      "report it with the schema saved by `ionqbo check-mappings --save-ion-schema FILE`",
                      code="schema")

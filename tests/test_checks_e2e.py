@@ -296,3 +296,14 @@ def test_fees_without_an_account_block_their_pos_and_a_missing_item_account_is_a
     assert code == 2  # the sync refuses to start without it, too
     cogs = find(report, "QBO settings", "QBO_COGS_ACCOUNT_ID")
     assert cogs["severity"] == "blocking" and cogs["exit_code"] == 2
+
+
+def test_a_status_this_ion_does_not_have_is_a_settings_problem(env: Env) -> None:
+    env.set(IONQBO_PO_STATUSES="ORDERED,IN_REVIEW")  # the UI's "In Review" is REQUESTED in ION's API
+    code, report = check(env)
+    assert code == 2
+    gap = find(report, "ION schema", "IONQBO_PO_STATUSES")
+    assert "ION has no purchase order status IN_REVIEW" in gap["message"] and "REQUESTED" in gap["message"]
+    stopped = env.run("sync")
+    assert stopped.code == 2 and "IN_REVIEW" in stopped.stderr
+    assert env.box.qbo.counters["writes"] == 0
