@@ -8,13 +8,14 @@ import re
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from ionqbo.sandbox.httpd import Request, Response, Server
-from ionqbo.sandbox.ion import IonEmulator
+from ionqbo.sandbox.ion import SCHEMA_PATH, IonEmulator
 
 TOKEN_PATH = "/realms/api-keys/protocol/openid-connect/token"
 SECRET = "s3cret-value-for-tests"
@@ -714,3 +715,10 @@ def test_random_secret_when_none_given() -> None:
 
 
 # ---- the schema copy ----------------------------------------------------------------------------------
+
+
+def test_schema_is_a_byte_identical_copy_of_the_reference() -> None:
+    reference = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ion-schema.graphql"
+    if not reference.exists():
+        pytest.skip(f"the reference schema is not beside the repo ({reference})")
+    assert SCHEMA_PATH.read_bytes() == reference.read_bytes()
