@@ -7,13 +7,33 @@ tests/test_diff.py (docs/testing.md lists what survives and why).
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from ionqbo.diff import diff, keep_line_ids, render, update_body
-from ionqbo.errors import ConfigError
-from ionqbo.mapping import References, parse_mappings, reference_gap, resolve_class, resolve_expense_account, resolve_vendor
+from ionqbo.errors import ConfigError, MappingError
+from ionqbo.ion.models import Part, parse_purchase_order
+from ionqbo.mapping import (
+    ADDR_LINE_MAX,
+    DOC_NUMBER_MAX,
+    ITEM_COST_MAX,
+    LINE_DESC_MAX,
+    PURCHASE_DESC_MAX,
+    References,
+    item_name,
+    parse_mappings,
+    part_to_item,
+    po_to_payload,
+    reference_gap,
+    resolve_class,
+    resolve_expense_account,
+    resolve_vendor,
+    suggest,
+)
 
 ITEM = "ItemBasedExpenseLineDetail"
 CATEGORY = "AccountBasedExpenseLineDetail"
@@ -276,3 +296,83 @@ def test_references_take_explicit_ids_and_template_over_the_settings() -> None:
     assert from_settings.item_name_template == "{partNumber} ({revision})"
     bare = References.build(vendors=[], accounts=[], classes=[], company_currencies=[], preferences={})
     assert (bare.ap_account_id, bare.fee_account_id) == ("", "")
+
+
+# ---- mapping: limits are inclusive, and errors name the field and the fix ----------------------------
+
+
+def _golden() -> References:
+    from test_mapping import golden_refs
+
+    return golden_refs()
+
+
+def _po(**overrides: Any) -> Any:
+    from test_mapping import _po_node
+
+    return parse_purchase_order(_po_node(**overrides))
+
+
+def _line(**extra: Any) -> dict[str, Any]:
+    return {"id": "77", "quantity": 1, "unitCost": 2, "totalCost": 2,
+            "part": {"id": "p1", "partNumber": "X", "revision": "A"}, **extra}
+
+
+def test_values_exactly_at_qbos_limits_are_sent() -> None:
+    refs = _golden()
+    node = {"street1": "s" * ADDR_LINE_MAX, "city": "c" * 255, "postalCode": "1" * 30}
+    payload = po_to_payload(_po(id="1" * DOC_NUMBER_MAX, shippingAddress=node,
+                                purchaseOrderLines=[_line(description="d" * LINE_DESC_MAX)],
+                                fees=[{"id": "9", "name": "Shipping", "value": 0}]), refs, {"p1": "101"})
+    assert payload["DocNumber"] == "1" * DOC_NUMBER_MAX
+    assert payload["ShipAddr"]["Line1"] == "s" * ADDR_LINE_MAX
+    assert payload["Line"][0]["Description"] == "d" * LINE_DESC_MAX
+    part = Part(id="p9", part_number="X", revision="A", description="d" * PURCHASE_DESC_MAX, cost=Decimal(0))
+    item = part_to_item(part, refs, start_date=date(2026, 1, 1))
+    assert item["PurchaseDesc"] == "d" * PURCHASE_DESC_MAX and item["PurchaseCost"] == 0
+    top = replace(part, cost=ITEM_COST_MAX)
+    assert part_to_item(top, refs, start_date=date(2026, 1, 1))["PurchaseCost"] == int(ITEM_COST_MAX)
+
+
+def test_a_part_cost_outside_qbos_range_names_the_field_and_the_fix() -> None:
+    refs = _golden()
+    for cost in (Decimal(-1), ITEM_COST_MAX + 1):
+        part = Part(id="p9", part_number="X", revision="A", cost=cost)
+        with pytest.raises(MappingError) as info:
+            part_to_item(part, refs, start_date=date(2026, 1, 1))
+        assert (info.value.kind, info.value.ion_id, info.value.field) == ("part", "p9", "cost")
+        assert info.value.message == f"part p9 (X): cost {cost} is outside 0..{ITEM_COST_MAX}"
+        assert info.value.hint == "correct the part cost in ION"
+
+
+def test_a_po_without_supplier_or_currency_names_the_field_and_the_fix() -> None:
+    refs = _golden()
+    with pytest.raises(MappingError) as info:
+        po_to_payload(_po(supplier=None), refs, {"p1": "101"})
+    assert (info.value.field, info.value.message, info.value.hint) == (
+        "supplier", "purchase order 1042: has no supplier", "set the purchase order's supplier in ION")
+    no_home = replace(refs, preferences={"CurrencyPrefs": {"MultiCurrencyEnabled": True}})
+    with pytest.raises(MappingError) as info:
+        po_to_payload(_po(currency=None), no_home, {"p1": "101"})
+    assert info.value.field == "currency"
+    assert info.value.message == "purchase order 1042: has no currency and QBO preferences carry no home currency"
+    assert info.value.hint == "set the purchase order's currency in ION"
+
+
+def test_item_name_errors_name_the_setting_or_the_field() -> None:
+    part = Part(id="p9", part_number="  ", revision="")
+    with pytest.raises(MappingError) as info:
+        item_name(part, "{partNumber}")
+    assert (info.value.field, info.value.message, info.value.hint) == (
+        "partNumber", "part p9: the item name comes out empty",
+        "give the part a part number in ION, or change IONQBO_ITEM_NAME_TEMPLATE")
+    with pytest.raises(MappingError) as info:
+        item_name(part, "{partNumber!r}")
+    assert info.value.field == "IONQBO_ITEM_NAME_TEMPLATE"
+    assert info.value.message == "part p9: the item name template '{partNumber!r}' is not valid ('partNumber')"
+    assert info.value.hint == "use only the fields description, id, partNumber, revision in IONQBO_ITEM_NAME_TEMPLATE"
+    assert item_name(Part(id="p9", part_number="A", revision="B"), "{partNumber!s}-{revision}") == "A-B"
+
+
+def test_suggestions_are_unique_and_ties_go_alphabetically() -> None:
+    assert suggest("Tooling", ["Toolinh", "Toolinf", "Toolinh", "", "Tooling"]) == ["Tooling", "Toolinf", "Toolinh"]
