@@ -1,4 +1,4 @@
-"""The ION emulator over real HTTP: token endpoint, GraphQL (ion-api.md section 9), store, admin, faults."""
+"""The ION emulator over real HTTP: token endpoint, GraphQL (docs/reference/ion-api.md section 9), store, admin, faults."""
 
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ def test_token_expires_by_the_clock_and_by_admin(ion: Ion, clock: Clock) -> None
     assert ion.post({"query": "{ me { id } }"}).status_code == 401
 
 
-# ---- the documented exchanges (ion-api.md section 9) -----------------------------------------------
+# ---- the documented exchanges (docs/reference/ion-api.md section 9) -----------------------------------------------
 
 
 def test_9_2_pagination(ion: Ion) -> None:
