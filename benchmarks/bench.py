@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from a clean clone, wi
 
 from ionqbo.sandbox import data as sample  # noqa: E402 - after the sys.path fix above
 
-# QBO's published limits per company (qbo-api.md section 10).
+# QBO's published limits per company (docs/reference/qbo.md section 10).
 QBO_PER_MINUTE = 500
 QBO_PER_SECOND = 10
 QBO_BATCH_PER_MINUTE = 40

@@ -497,7 +497,7 @@ class _Audit:
     def _settings_checks(self, refs: mapping.References, pos: list[PurchaseOrder], parts: list[Part]) -> None:
         prefs = refs.preferences
         section = "QBO settings"
-        # Purchase orders on. Where QBO reports it is unverified (qbo-api.md section 5): an
+        # Purchase orders on. Where QBO reports it is unverified (docs/reference/qbo.md section 5): an
         # OtherPrefs pair; a missing flag is a warning, never a guess.
         enabled = _flag(prefs, "VendorAndPurchasesPrefs", "PurchaseOrderEnabled")
         if enabled is False:
@@ -527,7 +527,7 @@ class _Audit:
         custom = _flag(prefs, "VendorAndPurchasesPrefs", "UseCustomTxnNumbers")
         if custom is False:
             # Whether QBO keeps an API-supplied DocNumber with custom numbers off is unverified
-            # (qbo-api.md section 4). The DocNumber is how the sync finds its POs again: if QBO
+            # (docs/reference/qbo.md section 4). The DocNumber is how the sync finds its POs again: if QBO
             # renumbered them, every run would create another copy. Safe choice: block.
             self.add(section, "custom transaction numbers", Severity.BLOCKING,
                      "custom transaction numbers are off: QuickBooks may number the purchase orders itself "

@@ -1,7 +1,7 @@
 """Command-line interface: the only module that imports click (R1).
 
 Each command parses its options, builds the settings, calls the library, renders the result and
-turns errors into the exit codes of design.md section 4. Data goes to stdout; logs and diagnostics
+turns errors into the exit codes listed in the README. Data goes to stdout; logs and diagnostics
 go to stderr.
 """
 

@@ -1,4 +1,4 @@
-"""Settings: read once from the environment and an env file, validated, frozen (design.md section 3)."""
+"""Settings: read once from the environment and an env file, validated, frozen (README, "Setting up for real")."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ ION_PRESETS: dict[str, tuple[str, str]] = {
     ),
 }
 
-# QBO hosts: qbo-api.md sections 1 and 2. The OAuth endpoints are the same for both environments.
+# QBO hosts: docs/reference/qbo.md sections 1 and 2. The OAuth endpoints are the same for both environments.
 QBO_PRESETS: dict[str, str] = {
     "production": "https://quickbooks.api.intuit.com",
     "sandbox": "https://sandbox-quickbooks.api.intuit.com",

@@ -1,6 +1,6 @@
 """Pure diff: the QBO payload ionqbo wants vs the object QBO holds -> create, update or unchanged.
 
-Rules (design.md section 5, R9):
+Rules:
 
 * Only the fields ionqbo owns are compared, and of those only the ones the desired payload carries:
   a field ionqbo does not send (e.g. ``CurrencyRef`` when multicurrency is off) is left as QBO has it.
@@ -32,7 +32,7 @@ from typing import Any, Literal
 Action = Literal["create", "update", "unchanged"]
 
 # Fields QBO computes or that only describe the response; they are never sent back in an update.
-# Source: qbo-api.md sections 3 and 4 (TotalAmt "any value you supply is over-written", MetaData,
+# Source: docs/reference/qbo.md sections 3 and 4 (TotalAmt "any value you supply is over-written", MetaData,
 # domain, sparse; Item FullyQualifiedName read-only). HomeTotalAmt/RecurDataRef: read-only in the
 # Intuit entity references.
 READ_ONLY_FIELDS = frozenset(
@@ -105,7 +105,7 @@ def keep_line_ids(lines: list[Any], existing: list[Any]) -> list[Any]:
     """The new lines, each carrying the ``Id`` of the QBO line it replaces, where there is one.
 
     QBO reads a line with the ``Id`` of one of the object's lines as an update of that line, and a
-    line without one as a new line; lines not sent are removed (qbo-api.md section 3). A bill
+    line without one as a new line; lines not sent are removed (docs/reference/qbo.md section 3). A bill
     received against a PO links to its lines (line ``LinkedTxn``), so replacing every line on each
     update would cut those links. A new line takes the Id of an unused QBO line of the same kind
     (item or category) and the same item or account: first one that also has the same amount,

@@ -1,4 +1,4 @@
-"""One error tree; every error knows the exit code it ends a command with (design.md section 4)."""
+"""One error tree; every error knows the exit code it ends a command with (the exit codes in the README)."""
 
 from __future__ import annotations
 

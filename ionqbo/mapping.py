@@ -29,7 +29,7 @@ from ionqbo.diff import update_body
 from ionqbo.errors import ConfigError, MappingError
 from ionqbo.ion.models import Address, Part, PurchaseOrder, PurchaseOrderFee, PurchaseOrderLine
 
-# ---- QBO limits (qbo-api.md sections 3 and 4) ------------------------------------------------
+# ---- QBO limits (docs/reference/qbo.md sections 3 and 4) ------------------------------------------------
 
 DOC_NUMBER_MAX = 21  # PurchaseOrder.DocNumber
 ITEM_NAME_MAX = 100  # Item.Name
@@ -46,7 +46,7 @@ JSON_DIGITS = 15  # significant digits a float carries exactly through JSON
 CENT = Decimal("0.01")
 HALF_CENT = Decimal("0.005")
 
-# Account types a PO category line may post to. qbo-api.md section 3 says "where
+# Account types a PO category line may post to. docs/reference/qbo.md section 3 says "where
 # Account.AccountType=Expense"; QBO's UI also offers Other Expense and Cost of Goods Sold accounts
 # on purchase forms, and ION's expense codes are commonly COGS accounts.
 EXPENSE_ACCOUNT_TYPES = frozenset({"Expense", "Other Expense", "Cost of Goods Sold"})

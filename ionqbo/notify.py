@@ -43,7 +43,7 @@ REMIND_AFTER = timedelta(hours=24)  # a daily reminder while a problem stays
 TIMEOUT = 10.0  # seconds: an alert or a ping must never hold the sync up for long
 MAX_LISTED = 10  # problems spelled out in one message; the rest are counted
 # Slack rejects section text over 3000 characters; stay well under it. ION's limit for a
-# notification description is not published (ion-api.md 7.1: NOT FOUND), so the same cap is used.
+# notification description is not published (docs/reference/ion-api.md 7.1: NOT FOUND), so the same cap is used.
 MAX_TEXT = 2800
 # healthchecks.io keeps at most 100 kB of a ping body; a short run summary is all that is useful.
 MAX_PING_BODY = 10_000
@@ -305,7 +305,7 @@ class WebhookNotifier:
 
 
 class IonNotifier:
-    """Sends one ION notification (type WARNING) a run to the ION user with ``email`` (ion-api.md 7.1).
+    """Sends one ION notification (type WARNING) a run to the ION user with ``email`` (docs/reference/ion-api.md 7.1).
 
     One summary notification per run rather than one per problem: a run with fifty mapping gaps
     should not raise fifty toasts, and one message is delivered (or not) as a whole.

@@ -52,7 +52,7 @@ class Counts:
 
 @dataclass
 class SyncReport:
-    """The result of one `ionqbo sync` (the JSON report of design.md section 4)."""
+    """The result of one `ionqbo sync` (the JSON report described in the README)."""
 
     dry_run: bool = False
     exit_code: int = int(ExitCode.OK)

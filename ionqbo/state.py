@@ -2,7 +2,7 @@
 
 The state file is versioned JSON, written atomically (temp file in the same directory, flush, fsync,
 ``os.replace``, fsync of the directory) with mode 0600, so a crash at any instant leaves either the
-old or the new state, never a truncated one (design.md section 5, style.md R10). The ledger (one
+old or the new state, never a truncated one. The ledger (one
 entry per record ever written: a 20,000-PO company has 28,000) lives beside it in an SQLite file
 (``state.ledger.sqlite``, fsync on commit), so a run holds none of it in memory and a save writes
 only what changed; it is committed before the state file at every save, with the settings hash its
@@ -37,7 +37,7 @@ log = logging.getLogger("ionqbo.state")
 
 STATE_VERSION = 2  # 2: the ledger moved out of the JSON document into SQLite
 
-# Cursor streams (design.md section 5: "per stream (parts, purchase orders)").
+# Cursor streams: one per stream (parts, purchase orders).
 STREAMS = ("parts", "purchase_orders")
 # Record kinds in queue and ledger keys ("<kind>:<ion_id>").
 KINDS = ("purchase_order", "part")
@@ -573,7 +573,7 @@ def state_from_dict(data: Mapping[str, Any], path: Path) -> State:
 
 
 def _upgrade_0(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Version 0: the unversioned draft format (style.md R10): cursors plus a ``retry_ids`` list.
+    """Version 0: the unversioned draft format: cursors plus a ``retry_ids`` list.
 
     Each ``"<kind>:<ion_id>"`` in ``retry_ids`` becomes a queue entry that is due at once. Its
     times are the file's modification time: the clock is not read, and that time is in the past

@@ -1,4 +1,4 @@
-"""One sync run: read ION, map, diff against QBO, write in batches, record outcomes (design.md 5).
+"""One sync run: read ION, map, diff against QBO, write in batches, record outcomes.
 
 No click and no printing here: the CLI renders the :class:`~ionqbo.report.SyncReport` this returns.
 
@@ -52,14 +52,14 @@ STREAMS = {PO_KIND: "purchase_orders", PART_KIND: "parts"}
 # How many ION records are mapped, looked up and written together. Big enough that bulk lookups and
 # batches of 30 are full; small enough that memory stays flat and progress is saved often.
 CHUNK = 300
-# QBO: "maximum number of payloads in a single BatchItemRequest is 30" (qbo-api.md section 7).
+# QBO: "maximum number of payloads in a single BatchItemRequest is 30" (docs/reference/qbo.md section 7).
 BATCH_SIZE = 30
-# Names / DocNumbers per `IN (...)` lookup; MAXRESULTS is at most 1000 (qbo-api.md section 6).
+# Names / DocNumbers per `IN (...)` lookup; MAXRESULTS is at most 1000 (docs/reference/qbo.md section 6).
 LOOKUP_SIZE = 300
 # How often a write that met a stale SyncToken (5010) or a duplicate is re-read and re-tried in a run.
 WRITE_ROUNDS = 3
 CANCELED = "CANCELED"
-# Reference data cached in the state between runs (qbo-api.md section 8: CDC looks back at most 30
+# Reference data cached in the state between runs (docs/reference/qbo.md section 8: CDC looks back at most 30
 # days and returns at most 1000 objects).
 REFS_CACHE_KEY = "qbo_refs"
 CDC_MAX_AGE = timedelta(days=29)
@@ -629,7 +629,7 @@ class Syncer:
         except RetriableApiError:
             # The batch may or may not have reached QBO (a timeout, a dropped connection, 5xx
             # after the client's retries with the same requestid). Never trust the requestid
-            # alone (peers.md 2.2): look the creates up; what exists is done, the rest is
+            # alone (docs/reference/qbo.md section 16): look the creates up; what exists is done, the rest is
             # written again in the next round, or the run ends (exit 5) and the next run
             # looks them up before writing.
             if round_no == WRITE_ROUNDS:

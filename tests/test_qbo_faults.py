@@ -26,13 +26,13 @@ from ionqbo.qbo.models import (
     parse_fault,
 )
 
-# qbo-api.md section 12 (d): a real 400 body
+# docs/reference/qbo.md section 12 (d): a real 400 body
 INVALID_REFERENCE = (
     '{"Fault":{"Error":[{"Message":"Invalid Reference Id","Detail":"Invalid Reference Id : Something you\'re '
     'trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or '
     'employees.","code":"2500","element":""}],"type":"ValidationFault"},"time":"2017-11-23T08:05:18.937-08:00"}'
 )
-# qbo-api.md section 10: the 429 body is XML even when JSON was asked for
+# docs/reference/qbo.md section 10: the 429 body is XML even when JSON was asked for
 THROTTLE_XML = """<IntuitResponse time="2017-07-30T22:45:22.933-07:00" xmlns="http://schema.intuit.com/finance/v3">
     <Fault type="SERVICE">
         <Error code="3001">
@@ -41,7 +41,7 @@ THROTTLE_XML = """<IntuitResponse time="2017-07-30T22:45:22.933-07:00" xmlns="ht
         </Error>
     </Fault>
 </IntuitResponse>"""
-# qbo-api.md section 9: the gateway's lowercase envelope
+# docs/reference/qbo.md section 9: the gateway's lowercase envelope
 GATEWAY_401 = (
     '{"warnings":null,"intuitObject":null,"fault":{"error":[{"message":"message=AuthenticationFailed; '
     'errorCode=003200; statusCode=401","detail":null,"code":"3200","element":null}],"type":"AUTHENTICATION"},'
@@ -168,7 +168,7 @@ def test_secrets_in_bodies_are_redacted() -> None:
     assert "eyJhbGciOiJIUzI1NiJ9" not in str(fault)
 
 
-# qbo-api.md section 12 (e)
+# docs/reference/qbo.md section 12 (e)
 BATCH_RESPONSE = json.loads(r"""
 {
   "BatchItemResponse": [
@@ -184,7 +184,7 @@ BATCH_RESPONSE = json.loads(r"""
   ],
   "time": "2016-04-15T09:01:18.141-07:00"
 }
-""")  # quoted verbatim from qbo-api.md section 12 (e)
+""")  # quoted verbatim from docs/reference/qbo.md section 12 (e)
 
 
 @pytest.mark.parametrize(("index", "cls", "code"), [

@@ -299,3 +299,25 @@ def test_typed_values_are_stored_as_qbo_answers_them(harness: Harness) -> None:
     item = payload["Item"]
     assert item["Sku"] == "10" and item["PurchaseCost"] == 2.5 and item["Taxable"] is True
     assert item["UnitPrice"] == 0  # empty is absent; QBO's default applies
+
+
+def test_batch_items_and_updates_are_read_against_the_schema_too(harness: Harness) -> None:
+    status, payload = harness.create("Vendor", base_body("Vendor", 123_456))
+    assert status == 200, payload
+    vendor = payload["Vendor"]
+    good = {"bId": "1", "operation": "create", "Vendor": base_body("Vendor", 123_457)}
+    bad = {"bId": "2", "operation": "create", "Vendor": {**base_body("Vendor", 123_458),
+                                                        "BillAddr": {"Line1": "1 Main St", "Planet": "Earth"}}}
+    stale_typed = {"bId": "3", "operation": "update",
+                   "Vendor": {**vendor, "Vendor1099": "maybe"}}  # the type is read before the SyncToken
+    request = Request("POST", f"/v3/company/{REALM}/batch", {},
+                      {"authorization": f"Bearer {harness.token}", "content-type": "application/json"},
+                      json.dumps({"BatchItemRequest": [good, bad, stale_typed]}).encode())
+    answers = {a["bId"]: a for a in json.loads(harness.emu(request).body)["BatchItemResponse"]}
+    assert "Vendor" in answers["1"]
+    assert answers["2"]["Fault"]["Error"][0]["code"] == "2010"
+    assert answers["2"]["Fault"]["Error"][0]["element"] == "BillAddr.Planet"
+    assert answers["3"]["Fault"]["Error"][0]["element"] == "Vendor1099"
+    update = {**vendor, "OpenBalanceDate": "2026-02-30"}
+    status, payload = harness.create("Vendor", update)
+    assert status == 400 and payload["Fault"]["Error"][0]["element"] == "OpenBalanceDate"

@@ -780,7 +780,7 @@ def test_http_admin_load_dump_reset_and_refresh_token(env: Env) -> None:
     assert env.call("GET", "/preferences").status_code == 200  # tokens survive a reset
 
 
-# ---- reference samples (qbo-api.md section 12) -----------------------------------------------
+# ---- reference samples (docs/reference/qbo.md section 12) -----------------------------------------------
 
 
 def test_sample_purchase_order_read(env: Env) -> None:

@@ -1,7 +1,7 @@
 """QBO OAuth 2.0: the token store, access-token refresh serialized across processes, and `connect`.
 
 Intuit access tokens last an hour; refresh tokens rotate and the previous one may die as soon as the
-new one is issued (qbo-api.md section 2; peers.md section 2.1: the most common complaint about QBO
+new one is issued (docs/reference/qbo.md section 2; section 16: the most common complaint about QBO
 integrations is a rotated refresh token that was never saved). So:
 
 - every new refresh token is written to the store (atomically, 0600) before the access token that
@@ -66,7 +66,7 @@ SCOPE = "com.intuit.quickbooks.accounting"
 # expire between two requests.
 REFRESH_MARGIN = 300.0
 # Opt-in header: the token response then carries x_refresh_token_hard_expires_in, the 5-year limit
-# (qbo-api.md section 2, Intuit's 2025 refresh-token policy).
+# (docs/reference/qbo.md section 2, Intuit's 2025 refresh-token policy).
 HARD_EXPIRY_HEADER = {"x-include-refresh-token-hard-expires-in": "true"}
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CONNECT_HINT = "run `ionqbo connect` to authorize ionqbo for QuickBooks Online again"
@@ -426,7 +426,7 @@ class QboAuth:
 
         Retried on connection errors and 5xx: the refresh token is consumed only by a refresh that
         succeeded. The remaining risk is a response lost after Intuit rotated the token (we never see
-        the new one). Intuit keeps the previous token usable for a while (qbo-api.md section 2,
+        the new one). Intuit keeps the previous token usable for a while (docs/reference/qbo.md section 2,
         sources conflict on how long), so the retry usually succeeds; if not, the answer is
         invalid_grant, which the caller handles by re-reading the store and then asking for consent.
         """

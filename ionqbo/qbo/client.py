@@ -1,12 +1,12 @@
 """The QBO Accounting API v3 client: query, read, create, update, batch, preferences, CDC.
 
 Every request carries ``minorversion=75`` (Intuit ignores lower values since August 2025 and no
-higher one is documented, qbo-api.md section 1) and ``Accept: application/json``. Requests are paced
+higher one is documented, docs/reference/qbo.md section 1) and ``Accept: application/json``. Requests are paced
 by :class:`~ionqbo.qbo.limiter.RateLimiter` and retried as follows:
 
 - reads and queries: on connection errors, timeouts, 429, 5xx and throttle faults;
 - writes (create, update, batch): only when they carry a ``requestid`` (the same one on every try,
-  R6), because QBO then replays the first answer instead of writing twice (qbo-api.md section 11).
+  R6), because QBO then replays the first answer instead of writing twice (docs/reference/qbo.md section 11).
   A write without one is retried only when QBO certainly did not act on it (401, 429, a throttle
   fault, a connection that was never made); any other failure raises
   :class:`~ionqbo.qbo.models.WriteOutcomeUnknownError` and the caller looks the record up first.
@@ -53,12 +53,12 @@ from ionqbo.qbo.models import (
 log = logging.getLogger("ionqbo.qbo")
 
 MINOR_VERSION = "75"
-MAX_RESULTS = 1000  # QBO's maximum MAXRESULTS (qbo-api.md section 6)
-MAX_BATCH_ITEMS = 30  # per BatchItemRequest (qbo-api.md section 7; over it QBO answers 1040)
-MAX_REQUEST_ID = 50  # requestid length limit (qbo-api.md section 11)
+MAX_RESULTS = 1000  # QBO's maximum MAXRESULTS (docs/reference/qbo.md section 6)
+MAX_BATCH_ITEMS = 30  # per BatchItemRequest (docs/reference/qbo.md section 7; over it QBO answers 1040)
+MAX_REQUEST_ID = 50  # requestid length limit (docs/reference/qbo.md section 11)
 MAX_BATCH_REQUEST_ID = 36  # ... for a batch request
 MAX_BATCH_ID_WITH_REQUEST_ID = 10  # each bId, when the batch carries a requestid
-# 500: "Resubmit the request once" (qbo-api.md section 9); 502/504: gateway failures.
+# 500: "Resubmit the request once" (docs/reference/qbo.md section 9); 502/504: gateway failures.
 _SERVER_ERRORS = frozenset({500, 502, 504})
 _ENTITY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
@@ -66,7 +66,7 @@ _ENTITY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 def quote(value: str) -> str:
     r"""A QBO query string literal: ``'...'`` with ``\`` and then ``'`` escaped by a backslash.
 
-    QBO documents the backslash escape for apostrophes (``'Adam\'s Candy Shop'``, qbo-api.md section 6);
+    QBO documents the backslash escape for apostrophes (``'Adam\'s Candy Shop'``, docs/reference/qbo.md section 6);
     a backslash in the value is itself escaped first, so that ``a\`` cannot swallow the closing quote.
     """
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -303,7 +303,7 @@ class QboClient:
         if not isinstance(decoded, dict):
             return {}, None, True
         found, obj = find_fault(decoded)
-        if found:  # HTTP 200 may still carry a Fault (qbo-api.md section 9)
+        if found:  # HTTP 200 may still carry a Fault (docs/reference/qbo.md section 9)
             return {}, parse_fault_object(obj, status=status, tid=tid), False
         return decoded, None, False
 
@@ -393,7 +393,7 @@ class QboClient:
     ) -> dict[str, Any]:
         """Full (default) or sparse update; ``body`` must hold ``Id`` and the latest ``SyncToken``.
 
-        A full update sets every writable field left out of ``body`` to null (qbo-api.md section 3).
+        A full update sets every writable field left out of ``body`` to null (docs/reference/qbo.md section 3).
 
         Raises:
             StaleObjectError: the SyncToken is not the latest (5010): read again, re-diff, retry.

@@ -1,6 +1,6 @@
 """Client-side pacing for QBO: sliding windows per company, so that QBO rarely has to throttle us.
 
-QBO's limits (qbo-api.md section 10): 500 requests/min per company, 10 requests/s per company and
+QBO's limits (docs/reference/qbo.md section 10): 500 requests/min per company, 10 requests/s per company and
 app, 40 batch requests/min per company and app. Our budgets sit a little under them:
 
 - 480/min and 9/s: our clock and Intuit's windows are not aligned, a retry or the request of another

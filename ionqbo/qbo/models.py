@@ -1,6 +1,6 @@
 """QBO faults as typed errors, and the batch request/response records.
 
-A QBO error arrives in one of three shapes (qbo-api.md sections 9 and 10): the documented JSON
+A QBO error arrives in one of three shapes (docs/reference/qbo.md sections 9 and 10): the documented JSON
 ``{"Fault": {"Error": [...], "type": ...}}``, the gateway's lowercase ``{"fault": {"error": [...]}}``
 envelope (401/403), and XML ``<IntuitResponse><Fault><Error code=...>`` (429 throttling, even when
 JSON was asked for). :func:`parse_fault` reads all three, and anything else (HTML, empty) becomes a
@@ -156,7 +156,7 @@ class WriteOutcomeUnknownError(RetriableApiError):
     """A write without a requestid failed after it may have reached QBO; look it up before retrying."""
 
 
-# Exact codes first; then ranges (see :func:`fault_class`). qbo-api.md section 9.
+# Exact codes first; then ranges (see :func:`fault_class`). docs/reference/qbo.md section 9.
 _BY_CODE: dict[str, type[QboFault]] = {
     "5010": StaleObjectError,
     "6140": DuplicateDocNumberError,
@@ -353,7 +353,7 @@ class BatchItem:
 
     Args:
         bid: the batch item id (unique in the request; at most 10 characters when the batch carries a
-            requestid, qbo-api.md section 11).
+            requestid, docs/reference/qbo.md section 11).
         operation: ``create``, ``update``, ``delete`` or ``query``.
         entity: the entity name (``PurchaseOrder``); ignored for a query.
         body: the entity JSON, or the query statement for a query.

@@ -1,6 +1,6 @@
 """A QuickBooks Online emulator: OAuth 2.0, the v3 Accounting API subset ionqbo uses, and its rules.
 
-It behaves as /work/shared/reference/qbo-api.md documents QBO (section 13 checklist); where the
+It behaves as docs/reference/qbo.md documents QBO (section 13 checklist); where the
 reference says "not found"/"unverified" the stricter, safer behaviour is chosen and commented.
 
 Routes (all answers carry an ``intuit_tid`` header):
@@ -50,13 +50,13 @@ Json = dict[str, Any]
 
 COMPANY_TZ = offset_tz(-7)  # the emulated company's clock; QBO answers carry offset times
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
-REFRESH_LIFETIME = 100 * 86400  # "valid for 100 days ... rolling" (qbo-api.md section 2)
+REFRESH_LIFETIME = 100 * 86400  # "valid for 100 days ... rolling" (docs/reference/qbo.md section 2)
 HARD_LIFETIME = 5 * 365 * 86400  # 2025 policy: at most five years
 CODE_LIFETIME = 600.0  # authorization code lifetime: not documented; ten minutes chosen
 CDC_LOOKBACK = 30 * 86400
 BATCH_MAX_ITEMS = 30
 CDC_MAX_OBJECTS = 1000
-# Throttles per realm (qbo-api.md section 10): (limit, window seconds).
+# Throttles per realm (docs/reference/qbo.md section 10): (limit, window seconds).
 RATE_PER_MINUTE = (500, 60.0)
 RATE_PER_SECOND = (10, 1.0)
 BATCH_PER_MINUTE = (40, 60.0)
@@ -77,7 +77,7 @@ FIELDS: dict[str, frozenset[str]] = {
     entity: frozenset(MODEL.fields(entity))
     for entity in (*RESOURCES.values(), "Preferences", "CompanyInfo")
 }
-# Read-only fields: a value supplied by the client is silently replaced (qbo-api.md section 1).
+# Read-only fields: a value supplied by the client is silently replaced (docs/reference/qbo.md section 1).
 READ_ONLY = frozenset({"Id", "SyncToken", "MetaData", "domain", "sparse", "TotalAmt", "HomeTotalAmt",
                        "FullyQualifiedName", "Balance", "CurrentBalance", "CurrentBalanceWithSubAccounts",
                        "Classification", "Level", "LinkedTxn", "RecurDataRef", "BalanceWithJobs"})
@@ -443,7 +443,7 @@ class _Rules:
             return
         pref = "ClassTrackingPerTxnLine" if per_line else "ClassTrackingPerTxn"
         if not self.store.pref("AccountingInfoPrefs", pref):
-            # Live QBO behaviour with class tracking off is NOT FOUND (qbo-api.md section 5): rejecting
+            # Live QBO behaviour with class tracking off is NOT FOUND (docs/reference/qbo.md section 5): rejecting
             # is the safe choice, so a sync never silently loses a class.
             raise _business(f"Class tracking ({pref}) is turned off for this company; ClassRef is not "
                             "allowed", element)
@@ -643,7 +643,7 @@ class _Rules:
         if not isinstance(lines, list) or not lines:
             raise _required("Line")
         self.doc_number(body, old, allow_duplicate)
-        # The PO currency must be the vendor's: NOT FOUND as a documented rule (qbo-api.md section 5);
+        # The PO currency must be the vendor's: NOT FOUND as a documented rule (docs/reference/qbo.md section 5);
         # peers report QBO vendors are fixed to one currency, so a mismatch is refused here.
         code = self.currency(body, "CurrencyRef", required_if_multi=True)
         vendor_code = str((vendor.get("CurrencyRef") or {}).get("value") or store.home_currency).upper()
@@ -743,7 +743,7 @@ class _Rules:
             raise _business("You must select an account for this transaction.", f"{element}.ItemRef")
         qty, price = detail.get("Qty"), detail.get("UnitPrice")
         if qty is not None and price is not None:
-            # Enforcing Amount = Qty x UnitPrice on PO lines is a design choice (qbo-api.md section 3).
+            # Enforcing Amount = Qty x UnitPrice on PO lines is a design choice (docs/reference/qbo.md section 3).
             expected = (_dec(qty, "Qty") * _dec(price, "UnitPrice")).quantize(Decimal("0.01"), ROUND_HALF_UP)
             if amount != expected:
                 raise QboFault("6070", "Amount calculation incorrect in the request : The amount isn't "
@@ -802,7 +802,7 @@ class QboEmulator:
         self.refresh_grace = float(refresh_grace)
         self.rate_limits = rate_limits
         # Replay validation faults too under a repeated requestid: QBO "send[s] the same response for
-        # the original request" (qbo-api.md section 11); a client must not reuse an id for a new body.
+        # the original request" (docs/reference/qbo.md section 11); a client must not reuse an id for a new body.
         self.replay_faults = True
         self.faults_on_token = False  # injected faults hit /v3 only unless this is on
         self.clock = clock

@@ -1,4 +1,4 @@
-"""The QBO query language subset (qbo-api.md section 6): a tokenizer, a parser and an evaluator.
+"""The QBO query language subset (docs/reference/qbo.md section 6): a tokenizer, a parser and an evaluator.
 
 Grammar: ``SELECT * | count(*) FROM Entity [WHERE cond AND cond ...] [ORDERBY field [ASC|DESC], ...]
 [STARTPOSITION n] [MAXRESULTS n]``, where ``cond`` is ``field op value``, ``field IN (v, ...)`` or
@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-DEFAULT_MAX_RESULTS = 100  # qbo-api.md section 6: MAXRESULTS default 100 ...
+DEFAULT_MAX_RESULTS = 100  # docs/reference/qbo.md section 6: MAXRESULTS default 100 ...
 LIMIT_MAX_RESULTS = 1000  # ... and max 1000 (larger values are capped here; the live error is not documented)
 
 OPERATORS = ("=", "<", ">", "<=", ">=", "IN", "LIKE")
