@@ -779,7 +779,7 @@ class _Audit:
             self._api_problem("QBO", exc)
             return 1
         bad = 0
-        plan: dict[str, list[str]] = {"linked": [], "adopt": [], "create": []}
+        plan: dict[str, list[str]] = {"linked": [], "adopt": [], "named": [], "create": []}
         claimed: dict[str, str] = {}
         for part in wanted:
             users = [f"part {part.id}", *used_by.get(part.id, [])]
@@ -815,7 +815,7 @@ class _Audit:
                          "one QBO item per ION part: map each part to its own item under [items] in IONQBO_MAPPINGS, "
                          "or set IONQBO_ITEM_MATCH=name", used_by=users, code="part_item_ambiguous")
                 continue
-            plan["linked" if link == item_id else "adopt"].append(part.id)
+            plan["linked" if link == item_id else "adopt" if match.adopted else "named"].append(part.id)
             if item.get("Type") and item.get("Type") != "Inventory":
                 self.add("parts", subject, Severity.WARNING,
                          f"QBO item {item.get('Name')!r} (Id {item.get('Id')}) is a {item.get('Type')} item: "
@@ -824,8 +824,9 @@ class _Audit:
                          code="part_item_type")
         if wanted:
             self.add("adoption plan", "QBO items", Severity.OK,
-                     f"{len(plan['adopt'])} to adopt (already in QBO: kept with their names, accounts and quantity on "
-                     f"hand), {len(plan['create'])} to create, {len(plan['linked'])} already linked; "
+                     f"{len(plan['adopt'])} to adopt (by SKU or mapping: kept with their names, accounts and quantity "
+                     f"on hand), {len(plan['named'])} found under the item name ionqbo would give them, "
+                     f"{len(plan['create'])} to create, {len(plan['linked'])} already linked; "
                      f"matched by {'SKU, then name' if mode == 'sku' else 'name'} (IONQBO_ITEM_MATCH={mode})",
                      used_by=[f"part {i}" for i in plan["adopt"]], code="item_plan")
         return bad

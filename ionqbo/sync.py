@@ -164,6 +164,7 @@ class Syncer:
         self._stale_items: set[str] = set()  # QBO item ids that changed in QBO since the last run
         self.terminated = False  # SIGTERM stopped the run (its progress was saved)
         self._claimed: dict[str, str] = {}  # QBO item id -> the ION part it was matched to in this run
+        self._adopted: set[str] = set()  # parts counted as adopted in this run (a dry run links nothing)
 
     def _first_time(self, kind: str, rec: Part | PurchaseOrder | InvalidRecord, *, by_id: bool) -> bool:
         """False for a record this run already handled in the same version (queue retry, then stream).
@@ -466,10 +467,15 @@ class Syncer:
                     ids[part.id] = item_id
                     if new_link:  # the link goes in the ledger; the parts stream keeps the item in step
                         self._link(part.id, existing)
-                        if match.adopted:
+                        if match.adopted and part.id not in self._adopted:
+                            self._adopted.add(part.id)
                             self._report.count(Outcome(PART_KIND, part.id, "adopted", item_id, existing.get("Name")))
                     continue
+                if adopt.sku_key(existing.get("Sku")) == adopt.sku_key(body.get("Sku")):
+                    body = {**body, "Sku": existing.get("Sku")}  # the same SKU as written in QBO: left as it is
             adopting = existing is not None and match.adopted and new_link
+            if adopting:
+                self._adopted.add(part.id)
             owned = adopt.ITEM_UPDATE_FIELDS if existing is not None else tuple(body)
             change = diff(body, existing, owned)
             if change.action == "unchanged":

@@ -117,7 +117,10 @@ def test_a_full_company_is_adopted_not_duplicated(env: Env) -> None:
     report = run.json()
     plan = {r["subject"]: r for r in report["sections"]["adoption plan"]}
     assert plan["QBO items"]["severity"] == "ok"
-    assert plan["QBO items"]["message"].startswith("3 to adopt") and "0 to create" in plan["QBO items"]["message"]
+    items_plan = plan["QBO items"]["message"]
+    assert items_plan.startswith("2 to adopt") and "1 found under the item name" in items_plan and \
+        "0 to create" in items_plan
+    assert set(plan["QBO items"]["used_by"]) == {"part 10", "part 12"}
     assert plan["QBO purchase orders"]["message"].startswith("1 to adopt") and "3 to create" in \
         plan["QBO purchase orders"]["message"]
     assert plan["QBO purchase orders"]["used_by"] == ["PO 1042"]
@@ -138,6 +141,7 @@ def test_a_full_company_is_adopted_not_duplicated(env: Env) -> None:
     dry_json = env.run("sync", "--dry-run", "--json").json()
     (adopt_1042,) = [r for r in dry_json["records"] if r["ion_id"] == "1042"]
     assert adopt_1042["action"] == "adopted" and adopt_1042["qbo_id"] == "701"
+    assert dry_json["parts"]["adopted"] == 2  # counted once, though the PO path meets the parts again
     assert any(c["path"].endswith("Qty") and c["old"] == "2" and c["new"] == "3" for c in adopt_1042["changes"])
     assert env.box.qbo.counters["writes"] == 0
 
@@ -164,6 +168,7 @@ def test_a_full_company_is_adopted_not_duplicated(env: Env) -> None:
              if ln["DetailType"] == "ItemBasedExpenseLineDetail"}
     assert lines["302"]["Id"] == "1" and lines["302"]["LinkedTxn"] == [BILL]  # the billed line keeps Id and bill
     assert lines["303"]["Id"] == "2" and lines["303"]["ItemBasedExpenseLineDetail"]["Qty"] == 3
+    assert items_after["303"]["Sku"] == "nas1352-3"  # the same SKU in another case is left as QBO has it
     for ln, seeded_line in zip((lines["302"], lines["303"]), seeded["PurchaseOrder"][0]["Line"], strict=True):
         for key in ("CustomerRef", "BillableStatus", "TaxCodeRef"):  # no line loses a field ionqbo does not own
             old = seeded_line["ItemBasedExpenseLineDetail"][key]
