@@ -107,3 +107,20 @@ def test_name_matching_when_no_sku_matches_and_in_name_mode() -> None:
     assert match_item(part(), NAME).how == "create"
     # IONQBO_ITEM_MATCH=name: SKU candidates are not looked at
     assert match_item(part(), NAME, mode="name", sku_items=[item("7", "Bracket")]).how == "create"
+
+
+def test_the_items_table_of_the_mappings_file() -> None:
+    import pytest
+
+    from ionqbo.errors import ConfigError
+    from ionqbo.mapping import parse_mappings
+
+    maps = parse_mappings('[items]\n"BRK-100" = "57"\n[items."NAS1352-3"]\nA = 60\n')
+    assert maps.items == {"brk-100": "57"} and maps.item_revisions == {"nas1352-3": {"a": "60"}}
+    with pytest.raises(ConfigError) as info:
+        parse_mappings('[items]\n"BRK-100" = "x"\n[items."NAS1352-3"]\nA = "y"\n')
+    assert info.value.problems == [
+        'IONQBO_MAPPINGS: [items] "BRK-100" = \'x\' must be a QBO item id (the digits in its QuickBooks URL, e.g. "41")',
+        'IONQBO_MAPPINGS: [items."NAS1352-3"] "A" = \'y\' must be a QBO item id (the digits in its QuickBooks URL, '
+        'e.g. "41")',
+    ]
