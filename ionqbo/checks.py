@@ -691,16 +691,19 @@ class _Audit:
                          code="currency")
 
     def _unused_mappings(self, mappings: mapping.ExplicitMappings, pos: list[PurchaseOrder]) -> None:
-        used: dict[str, set[str]] = {"suppliers": set(), "expense_codes": set(), "classes": set(), "fees": set()}
+        used: dict[str, set[str]] = {t: set() for t in mapping.MAPPING_TABLES}
         for po in pos:
             if po.supplier is not None:
                 used["suppliers"].add(mapping.name_key(po.supplier.name))
             for line in po.lines:
                 used["expense_codes"].add(mapping.name_key(line.expense_code or ""))
                 used["classes"].add(mapping.name_key(line.accounting_class or ""))
+                if line.part is not None:
+                    used["items"].add(mapping.name_key(line.part.part_number))
             used["fees"].update(mapping.name_key(f.name) for f in po.fees)
         tables: dict[str, Iterable[str]] = {t: getattr(mappings, t) for t in mapping.MAPPING_TABLES}
         tables["suppliers"] = [*tables["suppliers"], *mappings.supplier_currencies]
+        tables["items"] = [*tables["items"], *mappings.item_revisions]
         for table, keys in tables.items():
             for key in keys:
                 if key not in used[table]:

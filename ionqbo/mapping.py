@@ -108,8 +108,10 @@ class ExplicitMappings:
     classes: dict[str, str] = field(default_factory=dict)
     fees: dict[str, str] = field(default_factory=dict)
     supplier_currencies: dict[str, dict[str, str]] = field(default_factory=dict)
-    items: dict[str, str] = field(default_factory=dict)  # part number -> QBO item id (any revision)
-    item_revisions: dict[str, dict[str, str]] = field(default_factory=dict)  # part number -> revision -> id
+    items: dict[str, str] = field(default_factory=dict, repr=False)  # part number -> QBO item id (any revision)
+    # part number -> revision -> QBO item id. Not in repr: the sync hashes repr() to tell when mappings
+    # changed, and adds these only when there are any (no [items]: the hash is what it always was).
+    item_revisions: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     def lookup(self, table: str, name: str) -> str | None:
         """The mapped QBO id for ``name`` in ``table`` (case-insensitive), or None."""

@@ -409,6 +409,11 @@ class Syncer:
         raw = json.dumps([s.item_name_template, s.qbo_ap_account_id, s.qbo_fee_account_id,
                           s.qbo_inventory_asset_account_id, s.qbo_income_account_id, s.qbo_cogs_account_id,
                           repr(self._mappings)])
+        m = self._mappings
+        adoption = [s.item_match, s.adopt_pos, sorted(m.items.items()),
+                    sorted((k, sorted(v.items())) for k, v in m.item_revisions.items())]
+        if adoption != ["sku", "now", [], []]:  # the defaults: the hash is what it was before adoption existed
+            raw += json.dumps(adoption)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def _upsert_items(self, parts: list[Part], *, update_existing: bool) -> dict[str, str]:

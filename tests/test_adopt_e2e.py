@@ -217,6 +217,11 @@ def test_the_fixes_named_in_the_errors_work(env: Env) -> None:
     stored = env.box.qbo.store.get("Item", "304")
     assert stored is not None
     env.box.qbo.store.put("Item", {**stored, "Active": True})
+    check = env.run("check-mappings", "--json")
+    assert check.code == 3, check.stderr  # only the sample's expense code 7777 blocks
+    blocking = [(r["section"], r["subject"]) for rows in check.json()["sections"].values() for r in rows
+                if r["severity"] == "blocking"]
+    assert blocking == [("references", 'expense code "7777"')]
     run = env.run("sync", "--json")
     report = run.json()
     failed = {(f["kind"], f["ion_id"]) for f in report["failures"]}
