@@ -15,7 +15,7 @@ What is checked, section by section:
   taken in QBO by an item with another SKU.
 - **adoption plan**: what the first sync does with a QBO company that already holds items and POs:
   how many items and POs it would adopt (found in QBO, not written by ionqbo), create, or leave
-  linked as they are, decided by the sync's own rule (:func:`ionqbo.adopt.match_item`); a part whose
+  linked as they are, decided by the sync's own rule (:func:`ionqbo.item_match.match_item`); a part whose
   item is ambiguous (several items with its SKU, an inactive or non-inventory one) and a PO number
   QBO holds twice are blocking, each named with its candidates and the fix.
 - **purchase orders**: whatever else would stop a purchase order (no lines, a line with neither a
@@ -38,11 +38,12 @@ from typing import Any, Protocol
 
 from tabulate import tabulate
 
-from ionqbo import adopt, mapping
+from ionqbo import mapping
 from ionqbo.config import Settings
 from ionqbo.errors import ApiError, AuthError, ConfigError, ExitCode, IonqboError, MappingError
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
 from ionqbo.ion.schema import NEEDS, Plan, notification_problems
+from ionqbo.item_match import ItemMatch, describe, mapped_item_id, match_item, reserved_by_name, sku_key, sku_lookup_values
 from ionqbo.qbo.client import quote
 from ionqbo.state import State, StateStore
 
@@ -757,7 +758,7 @@ class _Audit:
         mode = self.settings.item_match
         maps = self._mappings_in_use
         wanted = [p for p in parts if p.id in name_of]
-        mapped = {p.id: m for p in wanted if (m := adopt.mapped_item_id(maps.items, maps.item_revisions, p)) is not None}
+        mapped = {p.id: m for p in wanted if (m := mapped_item_id(maps.items, maps.item_revisions, p)) is not None}
         linked = {p.id: i for p in wanted if p.id not in mapped and (i := self._linked("part", p.id)) is not None}
         try:
             by_id = {str(i.get("Id")): i for i in self._items_where("Id", [*mapped.values(), *linked.values()],
@@ -766,16 +767,16 @@ class _Audit:
                     and (by_id.get(linked.get(p.id, "")) or {"Active": False}).get("Active") is False]
             by_sku: dict[str, list[dict[str, Any]]] = {}
             if mode == "sku":
-                for sku_item in self._items_where("Sku", adopt.sku_lookup_values(rest), " AND Active IN (true, false)"):
-                    by_sku.setdefault(adopt.sku_key(sku_item.get("Sku")), []).append(sku_item)
+                for sku_item in self._items_where("Sku", sku_lookup_values(rest), " AND Active IN (true, false)"):
+                    by_sku.setdefault(sku_key(sku_item.get("Sku")), []).append(sku_item)
             owners: dict[str, str] = {}
             candidate_ids = [*mapped.values(), *(str(i.get("Id")) for found in by_sku.values() for i in found)]
             if self._state is not None and candidate_ids:
                 owners = self._state.ledger_owners("part", candidate_ids)
-            for item_id, part_id in adopt.reserved_by_name([(p, name_of[p.id]) for p in rest], by_sku).items():
+            for item_id, part_id in reserved_by_name([(p, name_of[p.id]) for p in rest], by_sku).items():
                 owners.setdefault(item_id, part_id)
-            pending = [p for p in rest if adopt.match_item(p, name_of[p.id], mode=mode, owners=owners,
-                                                           sku_items=by_sku.get(adopt.sku_key(p.part_number), [])
+            pending = [p for p in rest if match_item(p, name_of[p.id], mode=mode, owners=owners,
+                                                           sku_items=by_sku.get(sku_key(p.part_number), [])
                                                            ).how == "create"]
             named = {str(i.get("Name", "")).lower(): i for i in self._items_where("Name", [name_of[p.id] for p in pending])}
         except (AuthError, ApiError) as exc:
@@ -789,13 +790,13 @@ class _Audit:
             subject = f'part {part.id} "{part.part_number}"'
             link = linked.get(part.id)
             if part.id in mapped:
-                match = adopt.match_item(part, name_of[part.id], mode=mode, mapped_id=mapped[part.id],
+                match = match_item(part, name_of[part.id], mode=mode, mapped_id=mapped[part.id],
                                          mapped=by_id.get(mapped[part.id]), owners=owners)
             elif link is not None and (by_id.get(link) or {"Active": False}).get("Active") is not False:
-                match = adopt.ItemMatch("linked", by_id[link])
+                match = ItemMatch("linked", by_id[link])
             else:
-                match = adopt.match_item(part, name_of[part.id], mode=mode, owners=owners,
-                                         sku_items=by_sku.get(adopt.sku_key(part.part_number), []),
+                match = match_item(part, name_of[part.id], mode=mode, owners=owners,
+                                         sku_items=by_sku.get(sku_key(part.part_number), []),
                                          named=named.get(name_of[part.id].lower()))
             if match.error is not None:
                 bad += 1
@@ -814,7 +815,7 @@ class _Audit:
             if other != part.id:
                 bad += 1
                 self.add("adoption plan", subject, Severity.BLOCKING,
-                         f"QBO {adopt.describe(item)} would also be matched to part {other}",
+                         f"QBO {describe(item)} would also be matched to part {other}",
                          "one QBO item per ION part: map each part to its own item under [items] in IONQBO_MAPPINGS, "
                          "or set IONQBO_ITEM_MATCH=name", used_by=users, code="part_item_ambiguous")
                 continue

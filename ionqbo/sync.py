@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from ionqbo import adopt, mapping, shutdown
+from ionqbo import mapping, shutdown
 from ionqbo.config import Settings
 from ionqbo.diff import FieldChange, diff
 from ionqbo.errors import (
@@ -37,6 +37,16 @@ from ionqbo.errors import (
 )
 from ionqbo.http import run_deadline
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
+from ionqbo.item_match import (
+    ITEM_UPDATE_FIELDS,
+    ItemMatch,
+    describe,
+    mapped_item_id,
+    match_item,
+    reserved_by_name,
+    sku_key,
+    sku_lookup_values,
+)
 from ionqbo.qbo.client import quote
 from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
 from ionqbo.report import Failure, Outcome, SyncReport
@@ -442,7 +452,7 @@ class Syncer:
             # Items this ionqbo created or matched before, unchanged in QBO since: no lookup needed.
             for part_id in list(desired_by_part):
                 entry = self._state.ledger.get(f"{PART_KIND}:{part_id}")
-                mapped = adopt.mapped_item_id(self._mappings.items, self._mappings.item_revisions,
+                mapped = mapped_item_id(self._mappings.items, self._mappings.item_revisions,
                                               desired_by_part[part_id][0])
                 if (entry is not None and entry.qbo_id and entry.qbo_id not in self._stale_items and self._ledger_ok
                         and mapped in (None, entry.qbo_id)):
@@ -462,7 +472,7 @@ class Syncer:
                 claimed = self._claimed.setdefault(item_id, part.id)
                 if claimed != part.id:
                     self._fail(PART_KIND, part.id, MappingError(
-                        f"part {part.id}: QBO {adopt.describe(existing)} was matched to part {claimed} in this run",
+                        f"part {part.id}: QBO {describe(existing)} was matched to part {claimed} in this run",
                         kind=PART_KIND, ion_id=part.id, field="partNumber", code="item_ambiguous",
                         hint="one QBO item per ION part: map each part to its own item under [items] in "
                              "IONQBO_MAPPINGS, or set IONQBO_ITEM_MATCH=name"))
@@ -476,12 +486,12 @@ class Syncer:
                             self._adopted.add(part.id)
                             self._report.count(Outcome(PART_KIND, part.id, "adopted", item_id, existing.get("Name")))
                     continue
-                if adopt.sku_key(existing.get("Sku")) == adopt.sku_key(body.get("Sku")):
+                if sku_key(existing.get("Sku")) == sku_key(body.get("Sku")):
                     body = {**body, "Sku": existing.get("Sku")}  # the same SKU as written in QBO: left as it is
             adopting = existing is not None and match.adopted and new_link
             if adopting:
                 self._adopted.add(part.id)
-            owned = adopt.ITEM_UPDATE_FIELDS if existing is not None else tuple(body)
+            owned = ITEM_UPDATE_FIELDS if existing is not None else tuple(body)
             change = diff(body, existing, owned)
             if change.action == "unchanged":
                 assert existing is not None
@@ -493,7 +503,7 @@ class Syncer:
             action = "created" if change.action == "create" else "adopted" if adopting else "updated"
             writes.append(_Write(
                 kind=PART_KIND, ion_id=part.id, entity="Item", operation=change.action, body=change.body,
-                desired=body, owned=adopt.ITEM_UPDATE_FIELDS if existing is not None else mapping.ITEM_OWNED_FIELDS,
+                desired=body, owned=ITEM_UPDATE_FIELDS if existing is not None else mapping.ITEM_OWNED_FIELDS,
                 name=str(existing.get("Name")) if existing else body["Name"],
                 action=action, changes=change.fields,
                 ion_updated_at=part.updated_at, ion_etag=part.etag, payload_hash=_hash(body),
@@ -520,8 +530,8 @@ class Syncer:
             qbo_id=str(item.get("Id", "")), sync_token=str(item.get("SyncToken", "")), payload_sha256="",
             ion_updated_at=None, ion_etag="", synced_at=self.now())
 
-    def _match_items(self, wanted: list[tuple[Part, dict[str, Any]]]) -> dict[str, adopt.ItemMatch]:
-        """The QBO item for each part (:func:`ionqbo.adopt.match_item`), looked up in bulk.
+    def _match_items(self, wanted: list[tuple[Part, dict[str, Any]]]) -> dict[str, ItemMatch]:
+        """The QBO item for each part (:func:`ionqbo.item_match.match_item`), looked up in bulk.
 
         Requests: one ``Id IN`` lookup for the parts a mapping or the ledger points at; one ``Sku IN``
         lookup for the rest (IONQBO_ITEM_MATCH=sku); one ``Name IN`` lookup for those no SKU matched
@@ -532,39 +542,39 @@ class Syncer:
         mapped_ids: dict[str, str] = {}
         linked_ids: dict[str, str] = {}
         for part, _ in wanted:
-            mapped_id = adopt.mapped_item_id(maps.items, maps.item_revisions, part)
+            mapped_id = mapped_item_id(maps.items, maps.item_revisions, part)
             if mapped_id is not None:
                 mapped_ids[part.id] = mapped_id
             elif (linked := self._linked_item(part.id)) is not None:  # a link stays true under any settings
                 linked_ids[part.id] = linked
         by_id = self._items_by_id([*mapped_ids.values(), *linked_ids.values()])
         rest: list[tuple[Part, dict[str, Any]]] = []
-        result: dict[str, adopt.ItemMatch] = {}
+        result: dict[str, ItemMatch] = {}
         for part, body in wanted:
             linked_item = by_id.get(linked_ids.get(part.id, ""))
             if part.id not in mapped_ids and linked_item is not None and linked_item.get("Active") is not False:
-                result[part.id] = adopt.ItemMatch("linked", linked_item)
+                result[part.id] = ItemMatch("linked", linked_item)
             elif part.id not in mapped_ids:
                 rest.append((part, body))
         by_sku = self._items_by_sku([p for p, _ in rest]) if mode == "sku" and rest else {}
         owners = self._owners([*mapped_ids.values(), *(str(i.get("Id")) for found in by_sku.values() for i in found)])
-        for item_id, part_id in adopt.reserved_by_name([(p, b["Name"]) for p, b in rest], by_sku).items():
+        for item_id, part_id in reserved_by_name([(p, b["Name"]) for p, b in rest], by_sku).items():
             owners.setdefault(item_id, part_id)
         for part, body in wanted:
             if part.id in mapped_ids:
-                result[part.id] = adopt.match_item(part, body["Name"], mode=mode, mapped_id=mapped_ids[part.id],
+                result[part.id] = match_item(part, body["Name"], mode=mode, mapped_id=mapped_ids[part.id],
                                                    mapped=by_id.get(mapped_ids[part.id]), owners=owners)
         by_name: list[tuple[Part, dict[str, Any]]] = []
         for part, body in rest:
-            sku_items = by_sku.get(adopt.sku_key(part.part_number), [])
-            match = adopt.match_item(part, body["Name"], mode=mode, sku_items=sku_items, owners=owners)
+            sku_items = by_sku.get(sku_key(part.part_number), [])
+            match = match_item(part, body["Name"], mode=mode, sku_items=sku_items, owners=owners)
             if match.how == "create":
                 by_name.append((part, body))
             else:
                 result[part.id] = match
         self._lookup_items([b["Name"] for _, b in by_name])
         for part, body in by_name:
-            result[part.id] = adopt.match_item(part, body["Name"], mode=mode, named=self._items.get(body["Name"].lower()),
+            result[part.id] = match_item(part, body["Name"], mode=mode, named=self._items.get(body["Name"].lower()),
                                                owners=owners)
         return result
 
@@ -589,10 +599,10 @@ class Syncer:
     def _items_by_sku(self, parts: Iterable[Part]) -> dict[str, list[dict[str, Any]]]:
         """sku_key -> every QBO item (active or not, any type) with that SKU. Sku is filterable (Item reference)."""
         found: dict[str, list[dict[str, Any]]] = {}
-        for chunk in _slices(adopt.sku_lookup_values(parts), LOOKUP_SIZE):
+        for chunk in _slices(sku_lookup_values(parts), LOOKUP_SIZE):
             where = f"Sku IN ({', '.join(quote(n) for n in chunk)}) AND Active IN (true, false)"
             for item in self.qbo.query_all("Item", where):
-                found.setdefault(adopt.sku_key(item.get("Sku")), []).append(item)
+                found.setdefault(sku_key(item.get("Sku")), []).append(item)
         return found
 
     def _lookup_items(self, names: Iterable[str]) -> None:

@@ -1,11 +1,11 @@
-"""The item-matching rule (ionqbo.adopt.match_item): pure, one case per branch."""
+"""The item-matching rule (ionqbo.item_match.match_item): pure, one case per branch."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ionqbo.adopt import ItemMatch, mapped_item_id, match_item, reserved_by_name
 from ionqbo.ion.models import Part
+from ionqbo.item_match import ItemMatch, mapped_item_id, match_item, reserved_by_name
 
 NAME = "BRK-100 Rev B"
 
