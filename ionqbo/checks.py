@@ -13,6 +13,11 @@ What is checked, section by section:
   so the check and the sync never disagree; unresolved names come with near matches.
 - **parts**: item names QBO would refuse, names that collide after the naming rule, and names
   taken in QBO by an item with another SKU.
+- **adoption plan**: what the first sync does with a QBO company that already holds items and POs:
+  how many items and POs it would adopt (found in QBO, not written by ionqbo), create, or leave
+  linked as they are, decided by the sync's own rule (:func:`ionqbo.item_match.match_item`); a part whose
+  item is ambiguous (several items with its SKU, an inactive or non-inventory one) and a PO number
+  QBO holds twice are blocking, each named with its candidates and the fix.
 - **purchase orders**: whatever else would stop a purchase order (no lines, a line with neither a
   part nor an expense code, amounts, an unreadable record).
 
@@ -39,11 +44,12 @@ from ionqbo.config import Settings
 from ionqbo.errors import ApiError, AuthError, ConfigError, ExitCode, IonqboError, MappingError
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
 from ionqbo.ion.schema import NEEDS, Plan, notification_problems
+from ionqbo.item_match import ItemMatch, describe, mapped_item_id, match_item, reserved_by_name, sku_key, sku_lookup_values
 from ionqbo.qbo.client import quote
-from ionqbo.state import StateStore
+from ionqbo.state import State, StateStore
 
 # The order sections are shown in when their worst findings are alike.
-SECTIONS = ("connectivity", "ION schema", "QBO settings", "references", "parts", "purchase orders")
+SECTIONS = ("connectivity", "ION schema", "QBO settings", "references", "parts", "adoption plan", "purchase orders")
 # Same bulk size as the sync's item lookup (``Name IN (...)``; MAXRESULTS is at most 1000).
 ITEM_LOOKUP_SIZE = 300
 # Text output: more `ok` rows than this in one section are folded into one summary row.
@@ -233,6 +239,8 @@ class _Audit:
         self.ion = ion
         self.qbo = qbo
         self.result = result
+        self._state: State | None = None
+        self._mappings_in_use = mapping.ExplicitMappings()
 
     def add(self, section: str, subject: str, severity: Severity, message: str, fix: str = "", *,
             used_by: Iterable[str] = (), code: str = "", exit_code: int | None = None) -> None:
@@ -242,6 +250,7 @@ class _Audit:
 
     def run(self) -> None:
         mappings = self._mappings()
+        self._mappings_in_use = mappings
         ion_ok = self._ion_connectivity()
         qbo_ok = self._qbo_connectivity()
         self._clocks()
@@ -262,6 +271,7 @@ class _Audit:
             self._reference_checks(refs, pos)
             self._unused_mappings(mappings, pos)
             self._part_checks(refs, parts, pos)
+            self._po_plan(pos)
             self._po_checks(refs, pos)
 
     # -- settings the check itself needs --
@@ -438,12 +448,20 @@ class _Audit:
 
     def _queued_po_ids(self) -> list[str]:
         try:
-            state = StateStore(self.settings.state_path).load()
+            state = StateStore(self.settings.state_path, read_only=True).load()
         except IonqboError as exc:
             self.add("purchase orders", "state file", Severity.WARNING,
                      f"queued records not checked: {exc.message}", exc.hint or "", code="state")
             return []
+        self._state = state
         return [e.ion_id for e in state.queue.values() if e.kind == "purchase_order"]
+
+    def _linked(self, kind: str, ion_id: str) -> str | None:
+        """The QBO id the ledger links this record to (what ionqbo wrote or adopted), or None."""
+        if self._state is None:
+            return None
+        entry = self._state.ledger.get(f"{kind}:{ion_id}")
+        return entry.qbo_id if entry is not None and entry.qbo_id else None
 
     def _read_parts(self, pos: list[PurchaseOrder]) -> list[Part]:
         parts: dict[str, Part] = {}
@@ -692,16 +710,19 @@ class _Audit:
                          code="currency")
 
     def _unused_mappings(self, mappings: mapping.ExplicitMappings, pos: list[PurchaseOrder]) -> None:
-        used: dict[str, set[str]] = {"suppliers": set(), "expense_codes": set(), "classes": set(), "fees": set()}
+        used: dict[str, set[str]] = {t: set() for t in mapping.MAPPING_TABLES}
         for po in pos:
             if po.supplier is not None:
                 used["suppliers"].add(mapping.name_key(po.supplier.name))
             for line in po.lines:
                 used["expense_codes"].add(mapping.name_key(line.expense_code or ""))
                 used["classes"].add(mapping.name_key(line.accounting_class or ""))
+                if line.part is not None:
+                    used["items"].add(mapping.name_key(line.part.part_number))
             used["fees"].update(mapping.name_key(f.name) for f in po.fees)
         tables: dict[str, Iterable[str]] = {t: getattr(mappings, t) for t in mapping.MAPPING_TABLES}
         tables["suppliers"] = [*tables["suppliers"], *mappings.supplier_currencies]
+        tables["items"] = [*tables["items"], *mappings.item_revisions]
         for table, keys in tables.items():
             for key in keys:
                 if key not in used[table]:
@@ -751,38 +772,127 @@ class _Audit:
                      "every item name is valid and unique, and no QBO item with another SKU holds it", code="part")
 
     def _item_collisions(self, parts: list[Part], name_of: dict[str, str], used_by: dict[str, list[str]]) -> int:
-        by_name = {name_of[p.id].lower(): p for p in parts if p.id in name_of}
+        """Which QBO item each part gets, by the sync's rule and with its lookups; returns how many block."""
+        mode = self.settings.item_match
+        maps = self._mappings_in_use
+        wanted = [p for p in parts if p.id in name_of]
+        mapped = {p.id: m for p in wanted if (m := mapped_item_id(maps.items, maps.item_revisions, p)) is not None}
+        linked = {p.id: i for p in wanted if p.id not in mapped and (i := self._linked("part", p.id)) is not None}
+        try:
+            by_id = {str(i.get("Id")): i for i in self._items_where("Id", [*mapped.values(), *linked.values()],
+                                                                     " AND Active IN (true, false)")}
+            rest = [p for p in wanted if p.id not in mapped
+                    and (by_id.get(linked.get(p.id, "")) or {"Active": False}).get("Active") is False]
+            by_sku: dict[str, list[dict[str, Any]]] = {}
+            if mode == "sku":
+                for sku_item in self._items_where("Sku", sku_lookup_values(rest), " AND Active IN (true, false)"):
+                    by_sku.setdefault(sku_key(sku_item.get("Sku")), []).append(sku_item)
+            owners: dict[str, str] = {}
+            candidate_ids = [*mapped.values(), *(str(i.get("Id")) for found in by_sku.values() for i in found)]
+            if self._state is not None and candidate_ids:
+                owners = self._state.ledger_owners("part", candidate_ids)
+            for item_id, part_id in reserved_by_name([(p, name_of[p.id]) for p in rest], by_sku).items():
+                owners.setdefault(item_id, part_id)
+            pending = [p for p in rest if match_item(p, name_of[p.id], mode=mode, owners=owners,
+                                                           sku_items=by_sku.get(sku_key(p.part_number), [])
+                                                           ).how == "create"]
+            named = {str(i.get("Name", "")).lower(): i for i in self._items_where("Name", [name_of[p.id] for p in pending])}
+        except (AuthError, ApiError) as exc:
+            self._api_problem("QBO", exc)
+            return 1
         bad = 0
-        wanted = list(dict.fromkeys(name_of[p.id] for p in parts if p.id in name_of))
-        for start in range(0, len(wanted), ITEM_LOOKUP_SIZE):
-            chunk = wanted[start:start + ITEM_LOOKUP_SIZE]
-            where = f"Name IN ({', '.join(quote(n) for n in chunk)})"
-            try:
-                items = list(self.qbo.query_all("Item", where))
-            except (AuthError, ApiError) as exc:
-                self._api_problem("QBO", exc)
-                return bad + 1
-            for item in items:
-                part = by_name.get(str(item.get("Name", "")).lower())
-                if part is None:
-                    continue
-                users = [f"part {part.id}", *used_by.get(part.id, [])]
-                subject = f'part {part.id} "{part.part_number}"'
-                sku = item.get("Sku")
-                if sku and sku != part.part_number:
-                    bad += 1
-                    self.add("parts", subject, Severity.BLOCKING,
-                             f"QBO item {item.get('Name')!r} (Id {item.get('Id')}) belongs to SKU {sku!r}, "
-                             f"not {part.part_number!r}",
-                             "rename one of the two QBO items, or change IONQBO_ITEM_NAME_TEMPLATE",
-                             used_by=users, code="part_item_taken")
-                elif item.get("Type") and item.get("Type") != "Inventory":
-                    self.add("parts", subject, Severity.WARNING,
-                             f"QBO item {item.get('Name')!r} (Id {item.get('Id')}) is a {item.get('Type')} item: "
-                             "ionqbo will keep its name, SKU, description and cost, but it does not track quantity",
-                             "if it should track stock, make it an inventory item in QuickBooks", used_by=users,
-                             code="part_item_type")
+        plan: dict[str, list[str]] = {"linked": [], "adopt": [], "named": [], "create": []}
+        claimed: dict[str, str] = {}
+        for part in wanted:
+            users = [f"part {part.id}", *used_by.get(part.id, [])]
+            subject = f'part {part.id} "{part.part_number}"'
+            link = linked.get(part.id)
+            if part.id in mapped:
+                match = match_item(part, name_of[part.id], mode=mode, mapped_id=mapped[part.id],
+                                         mapped=by_id.get(mapped[part.id]), owners=owners)
+            elif link is not None and (by_id.get(link) or {"Active": False}).get("Active") is not False:
+                match = ItemMatch("linked", by_id[link])
+            else:
+                match = match_item(part, name_of[part.id], mode=mode, owners=owners,
+                                         sku_items=by_sku.get(sku_key(part.part_number), []),
+                                         named=named.get(name_of[part.id].lower()))
+            if match.error is not None:
+                bad += 1
+                error = match.error
+                taken = error.code == "mapping"
+                self.add("parts" if taken else "adoption plan", subject, Severity.BLOCKING,
+                         error.message.split(": ", 1)[1] if taken else error.message, error.hint or "",
+                         used_by=users, code="part_item_taken" if taken else f"part_{error.code}")
+                continue
+            if match.item is None:
+                plan["create"].append(part.id)
+                continue
+            item = match.item
+            item_id = str(item.get("Id"))
+            other = claimed.setdefault(item_id, part.id)
+            if other != part.id:
+                bad += 1
+                self.add("adoption plan", subject, Severity.BLOCKING,
+                         f"QBO {describe(item)} would also be matched to part {other}",
+                         "one QBO item per ION part: map each part to its own item under [items] in IONQBO_MAPPINGS, "
+                         "or set IONQBO_ITEM_MATCH=name", used_by=users, code="part_item_ambiguous")
+                continue
+            plan["linked" if link == item_id else "adopt" if match.adopted else "named"].append(part.id)
+            if item.get("Type") and item.get("Type") != "Inventory":
+                self.add("parts", subject, Severity.WARNING,
+                         f"QBO item {item.get('Name')!r} (Id {item.get('Id')}) is a {item.get('Type')} item: "
+                         "ionqbo will keep its SKU, description and cost, but it does not track quantity",
+                         "if it should track stock, make it an inventory item in QuickBooks", used_by=users,
+                         code="part_item_type")
+        if wanted:
+            self.add("adoption plan", "QBO items", Severity.OK,
+                     f"{len(plan['adopt'])} to adopt (by SKU or mapping: kept with their names, accounts and quantity "
+                     f"on hand), {len(plan['named'])} found under the item name ionqbo would give them, "
+                     f"{len(plan['create'])} to create, {len(plan['linked'])} already linked; "
+                     f"matched by {'SKU, then name' if mode == 'sku' else 'name'} (IONQBO_ITEM_MATCH={mode})",
+                     used_by=[f"part {i}" for i in plan["adopt"]], code="item_plan")
         return bad
+
+    def _items_where(self, field_name: str, values: Sequence[str], extra: str = "") -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        distinct = list(dict.fromkeys(values))
+        for start in range(0, len(distinct), ITEM_LOOKUP_SIZE):
+            chunk = distinct[start:start + ITEM_LOOKUP_SIZE]
+            out.extend(self.qbo.query_all("Item", f"{field_name} IN ({', '.join(quote(v) for v in chunk)}){extra}"))
+        return out
+
+    def _po_plan(self, pos: list[PurchaseOrder]) -> None:
+        """Which ION POs the sync would create in QBO, adopt (QBO has the number, ionqbo never wrote it), or update."""
+        docs = [po.id for po in pos if po.status != CANCELED]
+        found: dict[str, list[dict[str, Any]]] = {}
+        try:
+            for start in range(0, len(docs), ITEM_LOOKUP_SIZE):
+                chunk = docs[start:start + ITEM_LOOKUP_SIZE]
+                for qbo_po in self.qbo.query_all("PurchaseOrder", f"DocNumber IN ({', '.join(quote(d) for d in chunk)})"):
+                    found.setdefault(str(qbo_po.get("DocNumber", "")), []).append(qbo_po)
+        except (AuthError, ApiError) as exc:
+            self._api_problem("QBO", exc)
+            return
+        plan: dict[str, list[str]] = {"linked": [], "adopt": [], "create": []}
+        for doc in docs:
+            held = found.get(doc, [])
+            if len(held) > 1:
+                ids = ", ".join(str(p.get("Id")) for p in held)
+                self.add("adoption plan", f"PO {doc}", Severity.BLOCKING,
+                         f"QBO holds {len(held)} purchase orders with DocNumber {doc} (Ids {ids})",
+                         "delete or renumber the extra ones in QuickBooks; ionqbo will not guess which one is right",
+                         used_by=[f"PO {doc}"], code="po_duplicate_docnumber")
+            elif not held:
+                plan["create"].append(doc)
+            else:
+                plan["linked" if self._linked("purchase_order", doc) == str(held[0].get("Id")) else "adopt"].append(doc)
+        if docs:
+            when = ("updated to ION's values at once" if self.settings.adopt_pos == "now"
+                    else "updated at their next change in ION")
+            self.add("adoption plan", "QBO purchase orders", Severity.OK,
+                     f"{len(plan['adopt'])} to adopt (QBO has the number, ionqbo never wrote them; {when}, "
+                     f"IONQBO_ADOPT_POS={self.settings.adopt_pos}), {len(plan['create'])} to create, "
+                     f"{len(plan['linked'])} already linked", used_by=[f"PO {d}" for d in plan["adopt"]], code="po_plan")
 
     # -- purchase orders: anything else that would stop one --
 

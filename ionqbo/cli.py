@@ -240,7 +240,7 @@ def _clients(settings: Settings, *, schema_cache: bool = True, read_only: bool =
 @cli.command()
 @common_options
 @click.option("--since", metavar="WHEN", help="Backfill from a date or ISO time (the stored cursor never moves back).")
-@click.option("--dry-run", is_flag=True, help="Write nothing; show what would be created or updated, field by field.")
+@click.option("--dry-run", is_flag=True, help="Write nothing; show what would be created, updated or adopted, field by field.")
 @click.option("--po", "po_ids", multiple=True, metavar="ID", help="Sync only this ION purchase order (repeatable).")
 @click.option("--parts/--no-parts", default=True, show_default=True, help="Sync changed ION parts to QBO items.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")

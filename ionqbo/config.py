@@ -105,9 +105,13 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("QBO_COGS_ACCOUNT_ID", "Cost of Goods Sold account id for new inventory items"),
     SettingSpec("QBO_FEE_ACCOUNT_ID", "default expense account id for PO fee lines"),
     SettingSpec("IONQBO_STATE_DIR", "where the cursor, queue, token store and lock live (default ~/.local/state/ionqbo)"),
-    SettingSpec("IONQBO_MAPPINGS", "optional TOML file of explicit mappings (suppliers, expense_codes, classes, fees)"),
+    SettingSpec("IONQBO_MAPPINGS", "optional TOML file of explicit mappings (suppliers, expense_codes, classes, fees, items)"),
     SettingSpec("IONQBO_PO_STATUSES", "comma-separated ION PO statuses that are sent to QBO", "ORDERED"),
     SettingSpec("IONQBO_ITEM_NAME_TEMPLATE", "QBO item name for an ION part", DEFAULT_ITEM_NAME_TEMPLATE),
+    SettingSpec("IONQBO_ITEM_MATCH", "how a part finds a QBO item that already exists: sku (its SKU is the part "
+                "number, then its name) or name (its name only)", "sku"),
+    SettingSpec("IONQBO_ADOPT_POS", "a QBO PO with an ION PO's number that ionqbo did not write: now (updated "
+                "to ION's at once) or on_change (linked, updated at its next change in ION)", "now"),
     SettingSpec("IONQBO_CURSOR_OVERLAP_SECONDS", "how far back each run re-reads, for clock skew and late commits",
                 "300"),
     SettingSpec("IONQBO_HTTP_TIMEOUT", "seconds to wait for an answer from ION or QBO (connecting: at most 10)", "60"),
@@ -152,6 +156,8 @@ class Settings:
     mappings_file: Path | None = None
     po_statuses: tuple[str, ...] = ("ORDERED",)
     item_name_template: str = DEFAULT_ITEM_NAME_TEMPLATE
+    item_match: str = "sku"
+    adopt_pos: str = "now"
     cursor_overlap_seconds: int = 300
     http_timeout: float = 60.0
     run_deadline: float = 240.0
@@ -267,6 +273,13 @@ class Settings:
             )
             template = DEFAULT_ITEM_NAME_TEMPLATE
         kw["item_name_template"] = template
+        for name, attr, choices in (("IONQBO_ITEM_MATCH", "item_match", ("sku", "name")),
+                                    ("IONQBO_ADOPT_POS", "adopt_pos", ("now", "on_change"))):
+            choice = get(name, choices[0]).strip().lower()
+            if choice not in choices:
+                problems.append(f"{name}={choice!r} must be {' or '.join(choices)}")
+                choice = choices[0]
+            kw[attr] = choice
 
         kw["cursor_overlap_seconds"] = _number(values, "IONQBO_CURSOR_OVERLAP_SECONDS", int, problems, minimum=0)
         kw["http_timeout"] = _number(values, "IONQBO_HTTP_TIMEOUT", float, problems, minimum=0.1)

@@ -74,12 +74,13 @@ PO_OWNED_FIELDS: tuple[str, ...] = (
 ITEM_OWNED_FIELDS: tuple[str, ...] = ("Name", "Sku", "Description", "PurchaseDesc", "PurchaseCost")
 
 MAPPINGS_SOURCE = "IONQBO_MAPPINGS"
-MAPPING_TABLES = ("suppliers", "expense_codes", "classes", "fees")
+MAPPING_TABLES = ("suppliers", "expense_codes", "classes", "fees", "items")
 _TABLE_HELP = {
     "suppliers": "a QBO vendor id",
     "expense_codes": "a QBO account id",
     "classes": "a QBO class id",
     "fees": "a QBO account id",
+    "items": "a QBO item id",
 }
 _QBO_ID = re.compile(r"^[0-9]{1,30}$")
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
@@ -107,6 +108,10 @@ class ExplicitMappings:
     classes: dict[str, str] = field(default_factory=dict)
     fees: dict[str, str] = field(default_factory=dict)
     supplier_currencies: dict[str, dict[str, str]] = field(default_factory=dict)
+    items: dict[str, str] = field(default_factory=dict, repr=False)  # part number -> QBO item id (any revision)
+    # part number -> revision -> QBO item id. Not in repr: the sync hashes repr() to tell when mappings
+    # changed, and adds these only when there are any (no [items]: the hash is what it always was).
+    item_revisions: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     def lookup(self, table: str, name: str) -> str | None:
         """The mapped QBO id for ``name`` in ``table`` (case-insensitive), or None."""
@@ -130,6 +135,10 @@ def parse_mappings(text: str, *, source: str = MAPPINGS_SOURCE) -> ExplicitMappi
         "R&D" = "5000000000000007280"
         [fees]
         "Shipping" = "91"           # ION fee name -> QBO account id
+        [items]
+        "820412-001" = "57"         # ION part number -> the QBO item it is (every revision)
+        [items."NAS1352-3"]         # one QBO item per revision
+        A = "60"
 
     Ids may be written as strings or integers. Names are compared case-insensitively.
 
@@ -147,6 +156,7 @@ def parse_mappings(text: str, *, source: str = MAPPINGS_SOURCE) -> ExplicitMappi
     problems: list[str] = []
     tables: dict[str, dict[str, str]] = {t: {} for t in MAPPING_TABLES}
     per_currency: dict[str, dict[str, str]] = {}
+    per_revision: dict[str, dict[str, str]] = {}
     seen: dict[tuple[str, str], str] = {}
     for table, content in data.items():
         if table == "ion_fields":
@@ -183,6 +193,15 @@ def parse_mappings(text: str, *, source: str = MAPPINGS_SOURCE) -> ExplicitMappi
                         currencies[code.strip().upper()] = vendor_id
                 per_currency[key] = currencies
                 continue
+            if table == "items" and isinstance(value, dict):
+                revisions: dict[str, str] = {}
+                for revision, sub in value.items():
+                    sub_label = f'[items."{name}"] "{revision}"'
+                    item_id = _mapping_id(sub, sub_label, "a QBO item id", source, problems)
+                    if item_id is not None:
+                        revisions[name_key(revision)] = item_id
+                per_revision[key] = revisions
+                continue
             mapped = _mapping_id(value, label, _TABLE_HELP[table], source, problems)
             if mapped is not None:
                 tables[table][key] = mapped
@@ -194,6 +213,8 @@ def parse_mappings(text: str, *, source: str = MAPPINGS_SOURCE) -> ExplicitMappi
         classes=tables["classes"],
         fees=tables["fees"],
         supplier_currencies=per_currency,
+        items=tables["items"],
+        item_revisions=per_revision,
     )
 
 

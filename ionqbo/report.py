@@ -21,7 +21,7 @@ class Outcome:
 
     kind: str  # "purchase_order" | "part"
     ion_id: str
-    action: str  # created | updated | unchanged | closed | failed | skipped
+    action: str  # created | updated | adopted | unchanged | closed | failed | skipped
     qbo_id: str | None = None
     name: str | None = None  # DocNumber or item name, for people
     changes: list[FieldChange] = field(default_factory=list)
@@ -48,6 +48,7 @@ class Counts:
     unchanged: int = 0
     closed: int = 0
     failed: int = 0
+    adopted: int = 0  # found in QBO, not written by ionqbo before: linked (and, for a PO, maybe updated)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class SyncReport:
     def count(self, outcome: Outcome) -> None:
         """Add one record's outcome to the counts (and keep it for the detail tables)."""
         counts = self.purchase_orders if outcome.kind == "purchase_order" else self.parts
-        if outcome.action in ("created", "updated", "unchanged", "closed", "failed"):
+        if outcome.action in ("created", "updated", "unchanged", "closed", "failed", "adopted"):
             setattr(counts, outcome.action, getattr(counts, outcome.action) + 1)
         if not self.dry_run:
             # A real run keeps what a person reads afterwards: what changed, not every value of every
@@ -137,22 +138,24 @@ def render_sync(report: SyncReport) -> str:
     """The summary a person reads after `ionqbo sync`: counts, then failures with their fixes."""
     verb = "would " if report.dry_run else ""
     rows = []
+    adopted = bool(report.purchase_orders.adopted or report.parts.adopted)
     for label, counts in (("purchase orders", report.purchase_orders), ("parts (QBO items)", report.parts)):
-        rows.append([label, counts.created, counts.updated, counts.unchanged,
+        rows.append([label, counts.created, counts.updated, *([counts.adopted] if adopted else []), counts.unchanged,
                      counts.closed if label.startswith("purchase") else "-", counts.failed])
     headers = [
-        "", f"{verb}create" if verb else "created", f"{verb}update" if verb else "updated", "unchanged",
+        "", f"{verb}create" if verb else "created", f"{verb}update" if verb else "updated",
+        *([f"{verb}adopt" if verb else "adopted"] if adopted else []), "unchanged",
         f"{verb}close" if verb else "closed", "failed",
     ]
     out = [tabulate(rows, headers=headers, tablefmt="simple")]
     if report.dry_run:
-        changed = [o for o in report.outcomes if o.action in ("created", "updated", "closed")]
+        changed = [o for o in report.outcomes if o.action in ("created", "updated", "closed", "adopted")]
         if changed:
             out.append("")
             out.append("Dry run: nothing was written. What a sync would do:")
             detail = []
             for o in changed:
-                action = {"created": "create", "updated": "update", "closed": "close"}[o.action]
+                action = {"created": "create", "updated": "update", "closed": "close", "adopted": "adopt"}[o.action]
                 label = f"{_kind(o.kind)} {o.name or o.ion_id}"
                 if not o.changes:
                     detail.append([label, action, "", "", ""])

@@ -263,6 +263,37 @@ class State:
             self.ledger.tag = tag
         self.cache[LEDGER_TAG_KEY] = tag
 
+    def retag_ledger(self, tag: str) -> None:
+        """Keep which QBO object each record is, forget what was written to it, and tag the ledger anew.
+
+        After a change of the settings that shape payloads, no entry vouches for a payload any more
+        (its ION etag and payload hash are blanked, so every record is compared with QBO again), but
+        the links stay true: the QBO item ionqbo created or adopted for a part, the PO it wrote. So a
+        settings change neither makes ionqbo's own POs look foreign nor sends parts looking for items.
+        """
+        if isinstance(self.ledger, SqliteLedger):
+            self.ledger.forget_versions()
+            self.ledger.tag = tag
+        else:
+            for key, entry in list(self.ledger.items()):
+                self.ledger[key] = LedgerEntry(qbo_id=entry.qbo_id, sync_token=entry.sync_token, payload_sha256="",
+                                               ion_updated_at=None, ion_etag="", synced_at=entry.synced_at)
+        self.cache[LEDGER_TAG_KEY] = tag
+
+    def ledger_owners(self, kind: str, qbo_ids: Iterable[str]) -> dict[str, str]:
+        """QBO id -> ION id of the ledger entries of ``kind`` that point at those QBO objects.
+
+        The sync asks before it adopts a QBO item: an item the ledger already links to another ION
+        part is that part's.
+        """
+        wanted = {str(i) for i in qbo_ids if str(i)}
+        if not wanted:
+            return {}
+        if isinstance(self.ledger, SqliteLedger):
+            return self.ledger.owners(kind, wanted)
+        prefix = f"{kind}:"
+        return {e.qbo_id: k[len(prefix):] for k, e in self.ledger.items() if k.startswith(prefix) and e.qbo_id in wanted}
+
     # -- queue --
 
     def record_failure(self, kind: str, ion_id: str, error: RecordError, now: datetime) -> QueueEntry:
@@ -792,6 +823,25 @@ class SqliteLedger(MutableMapping[str, LedgerEntry]):
     def __len__(self) -> int:
         rows = self._run("SELECT COUNT(*) FROM ledger")
         return int(rows[0][0]) if rows else 0
+
+    def forget_versions(self) -> None:
+        """Blank every entry's ION etag, ION time and payload hash (see :meth:`State.retag_ledger`)."""
+        if self._conn(write=False) is not None:
+            self._run("UPDATE ledger SET ion_etag = '', ion_updated_at = NULL, payload_sha256 = ''", write=True)
+
+    def owners(self, kind: str, qbo_ids: Iterable[str]) -> dict[str, str]:
+        """QBO id -> ION id for the entries of ``kind`` whose qbo_id is one of ``qbo_ids``."""
+        prefix = f"{kind}:"
+        out: dict[str, str] = {}
+        ids = sorted(set(qbo_ids))
+        for start in range(0, len(ids), 500):  # SQLite's default limit on bound parameters is 999
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            sql = f"SELECT key, qbo_id FROM ledger WHERE qbo_id IN ({marks}) ORDER BY key"  # noqa: S608 (placeholders only)
+            for key, qbo_id in self._run(sql, tuple(chunk)):
+                if str(key).startswith(prefix):
+                    out.setdefault(str(qbo_id), str(key)[len(prefix):])
+        return out
 
     def clear(self) -> None:
         if self._conn(write=False) is not None:

@@ -140,6 +140,8 @@ def render_status(data: dict[str, Any]) -> str:
             f"last run: {last.get('started_at')} ({last.get('duration_seconds')}s), exit {last.get('exit_code')}; "
             f"POs created {pos.get('created', 0)}, updated {pos.get('updated', 0)}, closed {pos.get('closed', 0)}, "
             f"failed {pos.get('failed', 0)}; items created {parts.get('created', 0)}, updated {parts.get('updated', 0)}"
+            + (f"; adopted from QBO: {pos.get('adopted', 0)} PO(s), {parts.get('adopted', 0)} item(s)"
+               if pos.get("adopted") or parts.get("adopted") else "")
             + (f"; error: {last['error']}" if last.get("error") else "")
         )
     else:

@@ -37,6 +37,16 @@ from ionqbo.errors import (
 )
 from ionqbo.http import run_deadline
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
+from ionqbo.item_match import (
+    ITEM_UPDATE_FIELDS,
+    ItemMatch,
+    describe,
+    mapped_item_id,
+    match_item,
+    reserved_by_name,
+    sku_key,
+    sku_lookup_values,
+)
 from ionqbo.qbo.client import quote
 from ionqbo.qbo.models import BatchItem, BatchResult, QboFault
 from ionqbo.report import Failure, Outcome, SyncReport
@@ -163,6 +173,8 @@ class Syncer:
         self._handled: dict[str, str] = {}  # "kind:id" -> the ION _etag handled in this run
         self._stale_items: set[str] = set()  # QBO item ids that changed in QBO since the last run
         self.terminated = False  # SIGTERM stopped the run (its progress was saved)
+        self._claimed: dict[str, str] = {}  # QBO item id -> the ION part it was matched to in this run
+        self._adopted: set[str] = set()  # parts counted as adopted in this run (a dry run links nothing)
 
     def _first_time(self, kind: str, rec: Part | PurchaseOrder | InvalidRecord, *, by_id: bool) -> bool:
         """False for a record this run already handled in the same version (queue retry, then stream).
@@ -213,13 +225,14 @@ class Syncer:
         self._started = started
         self._cap = started - timedelta(seconds=self.settings.cursor_overlap_seconds)
         # The ledger (what ionqbo last wrote, per record) only saves requests; lookups are the truth.
-        # Written under other settings (item name template, accounts, mappings) it is forgotten.
+        # Written under other settings (item name template, accounts, mappings) its entries stop vouching
+        # for payloads (every record is compared with QBO again); which QBO object is whose stays known.
         # The hash is kept with the entries (one SQLite transaction), so a crash between the ledger's
         # commit and the state file's cannot leave entries trusted under settings they were not written with.
         config = self._config_hash()
         self._ledger_ok = state.ledger_tag() == config
         if not self._ledger_ok and not options.dry_run:
-            state.reset_ledger(config)
+            state.retag_ledger(config)
             self._ledger_ok = True
         try:
             self._prepare_ion(options)
@@ -406,6 +419,11 @@ class Syncer:
         raw = json.dumps([s.item_name_template, s.qbo_ap_account_id, s.qbo_fee_account_id,
                           s.qbo_inventory_asset_account_id, s.qbo_income_account_id, s.qbo_cogs_account_id,
                           repr(self._mappings)])
+        m = self._mappings
+        adoption = [s.item_match, s.adopt_pos, sorted(m.items.items()),
+                    sorted((k, sorted(v.items())) for k, v in m.item_revisions.items())]
+        if adoption != ["sku", "now", [], []]:  # the defaults: the hash is what it was before adoption existed
+            raw += json.dumps(adoption)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def _upsert_items(self, parts: list[Part], *, update_existing: bool) -> dict[str, str]:
@@ -434,44 +452,158 @@ class Syncer:
             # Items this ionqbo created or matched before, unchanged in QBO since: no lookup needed.
             for part_id in list(desired_by_part):
                 entry = self._state.ledger.get(f"{PART_KIND}:{part_id}")
-                if entry is not None and entry.qbo_id and entry.qbo_id not in self._stale_items and self._ledger_ok:
+                mapped = mapped_item_id(self._mappings.items, self._mappings.item_revisions,
+                                              desired_by_part[part_id][0])
+                if (entry is not None and entry.qbo_id and entry.qbo_id not in self._stale_items and self._ledger_ok
+                        and mapped in (None, entry.qbo_id)):
                     ids[part_id] = entry.qbo_id
                     del desired_by_part[part_id]
-        self._lookup_items([b["Name"] for _, b in desired_by_part.values()])
+        matches = self._match_items(list(desired_by_part.values()))
         writes: list[_Write] = []
         for part, body in desired_by_part.values():
-            existing = self._items.get(body["Name"].lower())
-            if existing is not None and existing.get("Sku") and existing.get("Sku") != part.part_number:
-                self._fail(PART_KIND, part.id, MappingError(
-                    f"part {part.id}: QBO item {body['Name']!r} (Id {existing.get('Id')}) belongs to SKU "
-                    f"{existing.get('Sku')!r}, not {part.part_number!r}",
-                    kind=PART_KIND, ion_id=part.id, field="partNumber",
-                    hint="rename one of the two QBO items, or change IONQBO_ITEM_NAME_TEMPLATE"))
+            match = matches[part.id]
+            if match.error is not None:
+                self._fail(PART_KIND, part.id, match.error)
                 continue
-            if existing is not None and not update_existing:
-                ids[part.id] = str(existing["Id"])
-                continue
-            change = diff(body, existing, mapping.ITEM_OWNED_FIELDS if existing else tuple(body))
+            existing = dict(match.item) if match.item is not None else None
+            new_link = False
+            if existing is not None:
+                item_id = str(existing["Id"])
+                claimed = self._claimed.setdefault(item_id, part.id)
+                if claimed != part.id:
+                    self._fail(PART_KIND, part.id, MappingError(
+                        f"part {part.id}: QBO {describe(existing)} was matched to part {claimed} in this run",
+                        kind=PART_KIND, ion_id=part.id, field="partNumber", code="item_ambiguous",
+                        hint="one QBO item per ION part: map each part to its own item under [items] in "
+                             "IONQBO_MAPPINGS, or set IONQBO_ITEM_MATCH=name"))
+                    continue
+                new_link = self._linked_item(part.id) != item_id
+                if not update_existing:
+                    ids[part.id] = item_id
+                    if new_link:  # the link goes in the ledger; the parts stream keeps the item in step
+                        self._link(part.id, existing)
+                        if match.adopted and part.id not in self._adopted:
+                            self._adopted.add(part.id)
+                            self._report.count(Outcome(PART_KIND, part.id, "adopted", item_id, existing.get("Name")))
+                    continue
+                if sku_key(existing.get("Sku")) == sku_key(body.get("Sku")):
+                    body = {**body, "Sku": existing.get("Sku")}  # the same SKU as written in QBO: left as it is
+            adopting = existing is not None and match.adopted and new_link
+            if adopting:
+                self._adopted.add(part.id)
+            owned = ITEM_UPDATE_FIELDS if existing is not None else tuple(body)
+            change = diff(body, existing, owned)
             if change.action == "unchanged":
                 assert existing is not None
                 ids[part.id] = str(existing["Id"])
                 self._succeed(PART_KIND, part.id, existing, part.etag, part.updated_at, body)
-                self._report.count(Outcome(PART_KIND, part.id, "unchanged", str(existing["Id"]), body["Name"]))
+                self._report.count(Outcome(PART_KIND, part.id, "adopted" if adopting else "unchanged",
+                                           str(existing["Id"]), existing.get("Name")))
                 continue
+            action = "created" if change.action == "create" else "adopted" if adopting else "updated"
             writes.append(_Write(
                 kind=PART_KIND, ion_id=part.id, entity="Item", operation=change.action, body=change.body,
-                desired=body, owned=tuple(mapping.ITEM_OWNED_FIELDS), name=body["Name"],
-                action="created" if change.action == "create" else "updated", changes=change.fields,
+                desired=body, owned=ITEM_UPDATE_FIELDS if existing is not None else mapping.ITEM_OWNED_FIELDS,
+                name=str(existing.get("Name")) if existing else body["Name"],
+                action=action, changes=change.fields,
                 ion_updated_at=part.updated_at, ion_etag=part.etag, payload_hash=_hash(body),
             ))
         for w, entity in self._write_all(writes):
             self._items[w.name.lower()] = entity
             ids[w.ion_id] = str(entity.get("Id", "(new)"))
+            self._claimed.setdefault(ids[w.ion_id], w.ion_id)
         return ids
 
     def _start_date(self, part: Part) -> date:
         when = part.created_at or self._started
         return when.astimezone(UTC).date()
+
+    def _linked_item(self, part_id: str) -> str | None:
+        entry = self._state.ledger.get(f"{PART_KIND}:{part_id}")
+        return entry.qbo_id if entry is not None and entry.qbo_id else None
+
+    def _link(self, part_id: str, item: dict[str, Any]) -> None:
+        """Record in the ledger that ``item`` is this part's, without vouching for its content (no ION etag)."""
+        if self._options.dry_run:
+            return
+        self._state.ledger[f"{PART_KIND}:{part_id}"] = LedgerEntry(
+            qbo_id=str(item.get("Id", "")), sync_token=str(item.get("SyncToken", "")), payload_sha256="",
+            ion_updated_at=None, ion_etag="", synced_at=self.now())
+
+    def _match_items(self, wanted: list[tuple[Part, dict[str, Any]]]) -> dict[str, ItemMatch]:
+        """The QBO item for each part (:func:`ionqbo.item_match.match_item`), looked up in bulk.
+
+        Requests: one ``Id IN`` lookup for the parts a mapping or the ledger points at; one ``Sku IN``
+        lookup for the rest (IONQBO_ITEM_MATCH=sku); one ``Name IN`` lookup for those no SKU matched
+        (per 300 parts each, and only when there are such parts).
+        """
+        mode = self.settings.item_match
+        maps = self._mappings
+        mapped_ids: dict[str, str] = {}
+        linked_ids: dict[str, str] = {}
+        for part, _ in wanted:
+            mapped_id = mapped_item_id(maps.items, maps.item_revisions, part)
+            if mapped_id is not None:
+                mapped_ids[part.id] = mapped_id
+            elif (linked := self._linked_item(part.id)) is not None:  # a link stays true under any settings
+                linked_ids[part.id] = linked
+        by_id = self._items_by_id([*mapped_ids.values(), *linked_ids.values()])
+        rest: list[tuple[Part, dict[str, Any]]] = []
+        result: dict[str, ItemMatch] = {}
+        for part, body in wanted:
+            linked_item = by_id.get(linked_ids.get(part.id, ""))
+            if part.id not in mapped_ids and linked_item is not None and linked_item.get("Active") is not False:
+                result[part.id] = ItemMatch("linked", linked_item)
+            elif part.id not in mapped_ids:
+                rest.append((part, body))
+        by_sku = self._items_by_sku([p for p, _ in rest]) if mode == "sku" and rest else {}
+        owners = self._owners([*mapped_ids.values(), *(str(i.get("Id")) for found in by_sku.values() for i in found)])
+        for item_id, part_id in reserved_by_name([(p, b["Name"]) for p, b in rest], by_sku).items():
+            owners.setdefault(item_id, part_id)
+        for part, body in wanted:
+            if part.id in mapped_ids:
+                result[part.id] = match_item(part, body["Name"], mode=mode, mapped_id=mapped_ids[part.id],
+                                                   mapped=by_id.get(mapped_ids[part.id]), owners=owners)
+        by_name: list[tuple[Part, dict[str, Any]]] = []
+        for part, body in rest:
+            sku_items = by_sku.get(sku_key(part.part_number), [])
+            match = match_item(part, body["Name"], mode=mode, sku_items=sku_items, owners=owners)
+            if match.how == "create":
+                by_name.append((part, body))
+            else:
+                result[part.id] = match
+        self._lookup_items([b["Name"] for _, b in by_name])
+        for part, body in by_name:
+            result[part.id] = match_item(part, body["Name"], mode=mode, named=self._items.get(body["Name"].lower()),
+                                               owners=owners)
+        return result
+
+    def _owners(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """QBO item id -> the ION part the ledger (or this run) already links it to."""
+        wanted = set(item_ids)
+        if not wanted:
+            return {}
+        owners = self._state.ledger_owners(PART_KIND, wanted)
+        owners.update({i: p for i, p in self._claimed.items() if i in wanted})
+        return owners
+
+    def _items_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _slices(list(dict.fromkeys(ids)), LOOKUP_SIZE):
+            # Inactive ones too: an inactive item is reported, not silently replaced.
+            where = f"Id IN ({', '.join(quote(i) for i in chunk)}) AND Active IN (true, false)"
+            for item in self.qbo.query_all("Item", where):
+                found[str(item.get("Id"))] = item
+        return found
+
+    def _items_by_sku(self, parts: Iterable[Part]) -> dict[str, list[dict[str, Any]]]:
+        """sku_key -> every QBO item (active or not, any type) with that SKU. Sku is filterable (Item reference)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for chunk in _slices(sku_lookup_values(parts), LOOKUP_SIZE):
+            where = f"Sku IN ({', '.join(quote(n) for n in chunk)}) AND Active IN (true, false)"
+            for item in self.qbo.query_all("Item", where):
+                found.setdefault(sku_key(item.get("Sku")), []).append(item)
+        return found
 
     def _lookup_items(self, names: Iterable[str]) -> None:
         missing = [n for n in dict.fromkeys(names) if n.lower() not in self._items]
@@ -535,7 +667,7 @@ class Syncer:
                              and ln.part.id not in item_ids]
             if missing_parts:
                 self._fail(PO_KIND, po.id, MappingError(
-                    f"purchase order {po.id}: the QBO item for part(s) {', '.join(missing_parts)} could not be "
+                    f"purchase order {po.id}: the QBO item for part(s) {', '.join(missing_parts)} could not be matched or "
                     "created (see the part errors)", kind=PO_KIND, ion_id=po.id, field="purchaseOrderLines.part",
                     hint="fix the part error first; this purchase order is retried with it"))
                 continue
@@ -554,15 +686,27 @@ class Syncer:
                 continue
             current = found[0] if found else None
             change = diff(body, current, mapping.PO_OWNED_FIELDS)
-            if change.action == "unchanged":
+            # A QBO PO with this number that ionqbo never wrote (entered by hand, or by another
+            # integration): adopted. IONQBO_ADOPT_POS says whether it takes ION's values now or at
+            # the PO's next change in ION; either way its lines keep their Ids, bills and the fields
+            # ionqbo does not own (diff.keep_line_fields).
+            adopting = current is not None and self._linked_po(po.id) != str(current.get("Id"))
+            if change.action == "unchanged" or (adopting and self.settings.adopt_pos == "on_change"):
                 assert current is not None
-                self._succeed(PO_KIND, po.id, current, po.etag, po.updated_at, body)
-                self._report.count(Outcome(PO_KIND, po.id, "unchanged", str(current.get("Id")), doc))
+                if change.action == "unchanged":
+                    self._succeed(PO_KIND, po.id, current, po.etag, po.updated_at, body)
+                elif not self._options.dry_run:  # linked as it is: the ION etag keeps it from being rewritten
+                    self._state.record_success(PO_KIND, po.id, LedgerEntry(
+                        qbo_id=str(current.get("Id")), sync_token=str(current.get("SyncToken", "")),
+                        payload_sha256="", ion_updated_at=po.updated_at, ion_etag=po.etag, synced_at=self.now()))
+                self._report.count(Outcome(PO_KIND, po.id, "adopted" if adopting else "unchanged",
+                                           str(current.get("Id")), doc, change.fields if adopting else []))
                 continue
             writes.append(_Write(
                 kind=PO_KIND, ion_id=po.id, entity="PurchaseOrder", operation=change.action, body=change.body,
                 desired=body, owned=tuple(mapping.PO_OWNED_FIELDS), name=doc,
-                action="created" if change.action == "create" else "updated", changes=change.fields,
+                action="created" if change.action == "create" else "adopted" if adopting else "updated",
+                changes=change.fields,
                 ion_updated_at=po.updated_at, ion_etag=po.etag, payload_hash=_hash(body),
                 part_ids=tuple(ln.part.id for ln in po.lines if ln.part is not None and not ln.expense_code),
             ))
@@ -589,6 +733,11 @@ class Syncer:
                 ion_updated_at=po.updated_at, ion_etag=po.etag, payload_hash=_hash({"POStatus": "Closed"}),
             ))
         self._write_all(writes)
+
+    def _linked_po(self, po_id: str) -> str | None:
+        """The QBO PO id ionqbo wrote (or adopted) for this ION PO, from the ledger."""
+        entry = self._state.ledger.get(f"{PO_KIND}:{po_id}")
+        return entry.qbo_id if entry is not None and entry.qbo_id else None
 
     def _lookup_pos(self, docs: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
@@ -725,6 +874,9 @@ class Syncer:
         if w.entity == "PurchaseOrder":
             found = self._lookup_pos([w.name]).get(w.name, [])
             return found[0] if len(found) == 1 else None
+        if w.body.get("Id"):
+            # An existing item (its name may not be the computed one): read it by Id.
+            return self._items_by_id([str(w.body["Id"])]).get(str(w.body["Id"]))
         self._items.pop(w.name.lower(), None)
         self._lookup_items([w.name])
         return self._items.get(w.name.lower())

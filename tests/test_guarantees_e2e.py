@@ -206,11 +206,13 @@ def test_a_queued_record_is_tried_again_even_when_the_ledger_says_it_is_unchange
     accountant = Accountant(env)
     bracket = _item(env, "10")
     accountant.save("Item", bracket["Id"], {"Active": False})  # made inactive in QuickBooks
-    _add_po(env, 7100)  # a new PO needs that item: ionqbo looks it up, does not find it, creates it...
+    _add_po(env, 7100)  # a new PO needs that item: ionqbo looks it up and finds it inactive...
     refused = env.run("sync", "--json")
     assert refused.code == 3, refused.stderr
     failures = {(f["kind"], f["ion_id"]): f["code"] for f in refused.json()["failures"]}
-    assert failures.get(("part", "10")) == "qbo_6240"  # ...and QBO refuses the name: it is taken
+    # ...and refuses to create a second item beside it (issue 14: the inactive item with the part's SKU
+    # is named, with the fix); before SKU matching it tried and QBO refused the name (qbo_6240)
+    assert failures.get(("part", "10")) == "item_ambiguous"
     assert ("purchase_order", "7100") in failures
     state = _state(env)
     assert "part:10" in state.queue and state.ledger.get("part:10") is not None  # queued, ledger unchanged

@@ -925,3 +925,27 @@ def test_a_read_only_ledger_changes_nothing_and_does_without_a_file_it_cannot_re
     assert not (tmp_path / "missing").exists()
     assert StateStore(tmp_path / "missing" / "state.json", read_only=True).load().ledger.get("part:P-1") is None
     assert not (tmp_path / "missing").exists()
+
+
+def test_retag_keeps_the_links_and_forgets_the_versions(tmp_path: Path) -> None:
+    from ionqbo.state import LedgerEntry, StateStore
+
+    store = StateStore(tmp_path / "state.json")
+    state = store.load()
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    state.ledger["part:10"] = LedgerEntry("57", "3", "abc", when, "etag-1", when)
+    state.ledger["purchase_order:1042"] = LedgerEntry("701", "1", "def", when, "etag-2", when)
+    state.reset_ledger("old")
+    state.ledger["part:10"] = LedgerEntry("57", "3", "abc", when, "etag-1", when)
+    state.ledger["purchase_order:1042"] = LedgerEntry("701", "1", "def", when, "etag-2", when)
+    store.save(state)
+    state = store.load()
+    assert state.ledger_owners("part", ["57", "701", "999"]) == {"57": "10"}
+    state.retag_ledger("new")
+    store.save(state)
+    state = store.load()
+    assert state.ledger_tag() == "new"
+    entry = state.ledger["part:10"]
+    assert (entry.qbo_id, entry.sync_token, entry.ion_etag, entry.payload_sha256, entry.ion_updated_at) == \
+        ("57", "3", "", "", None)
+    assert state.ledger_owners("purchase_order", ["701"]) == {"701": "1042"}
