@@ -95,6 +95,8 @@ class QboSink(Protocol):
 
     def preferences(self) -> dict[str, Any]: ...
 
+    def company_info(self) -> dict[str, Any]: ...
+
     def cdc(self, entities: Sequence[str], changed_since: datetime) -> dict[str, list[dict[str, Any]]]: ...
 
 
@@ -406,6 +408,10 @@ class Syncer:
         raw = json.dumps([s.item_name_template, s.qbo_ap_account_id, s.qbo_fee_account_id,
                           s.qbo_inventory_asset_account_id, s.qbo_income_account_id, s.qbo_cogs_account_id,
                           repr(self._mappings)])
+        tax = [s.qbo_purchase_tax_code, s.tax_amounts, s.tax_model, sorted(
+            (scope, sorted(table.items())) for scope, table in self._mappings.tax_codes.items())]
+        if tax != ["", "exclusive", "auto", []]:  # no tax settings: the hash is what it always was
+            raw += json.dumps(tax)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def _upsert_items(self, parts: list[Part], *, update_existing: bool) -> dict[str, str]:
@@ -545,6 +551,8 @@ class Syncer:
                 self._fail(PO_KIND, po.id, exc)
         # 3. look the QBO POs up by DocNumber, in bulk
         existing = self._lookup_pos([*desired, *(po.id for po in canceled)])
+        if refs.global_tax:
+            self._keep_tax_calculation(desired, existing, refs, item_ids)
         # 4. diff (pure)
         writes: list[_Write] = []
         for doc, (po, body) in desired.items():
@@ -589,6 +597,24 @@ class Syncer:
                 ion_updated_at=po.updated_at, ion_etag=po.etag, payload_hash=_hash({"POStatus": "Closed"}),
             ))
         self._write_all(writes)
+
+    def _keep_tax_calculation(self, desired: dict[str, tuple[PurchaseOrder, dict[str, Any]]],
+                              existing: dict[str, list[dict[str, Any]]], refs: mapping.References,
+                              item_ids: dict[str, str]) -> None:
+        """A QBO PO with a bill linked keeps its GlobalTaxCalculation: its lines are mapped under it.
+
+        Changing a PO between tax-exclusive and tax-inclusive re-states every amount on it, and a bill
+        received against it was entered under the old one; so the PO's own setting is kept.
+        """
+        for doc, (po, body) in list(desired.items()):
+            found = existing.get(doc, [])
+            current = found[0] if len(found) == 1 else None
+            if current is None or not _has_linked_bill(current):
+                continue
+            kept = current.get("GlobalTaxCalculation")
+            if kept in mapping.GLOBAL_TAX_CALCULATIONS and kept != body.get("GlobalTaxCalculation"):
+                log.info("purchase order %s has a linked bill: keeping its GlobalTaxCalculation %s", doc, kept)
+                desired[doc] = (po, mapping.po_to_payload(po, refs, item_ids, tax_calculation=str(kept)))
 
     def _lookup_pos(self, docs: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
@@ -682,6 +708,8 @@ class Syncer:
     def _handle_fault(self, w: _Write, fault: QboFault | None, *, last_round: bool) -> _Write | None:
         """Decide what a per-item fault means; returns a write to try again this run, or None."""
         code = fault.code if fault is not None else ""
+        if fault is not None and _names_tax_code(fault):
+            self._forget_tax_lists()
         if code in ("2500", "610") and w.part_ids and not self._options.dry_run:
             # A reference QBO no longer accepts: maybe an item made inactive or deleted. Forget the
             # ledger's item ids so the retry looks them up again.
@@ -793,6 +821,10 @@ class Syncer:
                 classes=raw["Class"],
                 company_currencies=raw.get("CompanyCurrency", []),
                 preferences=raw["Preferences"],
+                company_info=raw.get("CompanyInfo"),
+                tax_codes=raw.get("TaxCode", []),
+                tax_rates=raw.get("TaxRate", []),
+                settings=self.settings,
                 ap_account_id=self.settings.qbo_ap_account_id,
                 fee_account_id=self.settings.qbo_fee_account_id,
                 asset_account_id=self.settings.qbo_inventory_asset_account_id,
@@ -803,6 +835,14 @@ class Syncer:
             )
         return self._refs
 
+    def _forget_tax_lists(self) -> None:
+        """A fault named a tax code: read TaxCode and TaxRate again (CDC never says they changed)."""
+        cache = self._state.cache.get(REFS_CACHE_KEY)
+        if isinstance(cache, dict):
+            cache.pop("TaxCode", None)
+            cache.pop("TaxRate", None)
+        self._refs = None
+
     def _reference_data(self) -> dict[str, Any]:
         now = self.now()
         cache = self._state.cache.get(REFS_CACHE_KEY)
@@ -811,14 +851,28 @@ class Syncer:
             raw = self._refresh_cached(cache, now)
         if raw is None:
             prefs = self.qbo.preferences()
-            raw = {"Preferences": prefs, "preferences_at": now.isoformat()}
+            raw = {"Preferences": prefs, "preferences_at": now.isoformat(), "CompanyInfo": self.qbo.company_info()}
             for entity in self._ref_entities(prefs):
                 raw[entity] = list(self.qbo.query_all(entity, "Active IN (true, false)"))
             raw.setdefault("CompanyCurrency", [])
+        self._tax_lists(raw)
         raw.update({"version": 1, "realm_id": self.realm_id, "fetched_at": now.isoformat()})
         if not self._options.dry_run:
             self._state.cache[REFS_CACHE_KEY] = raw
         return raw
+
+    def _tax_lists(self, raw: dict[str, Any]) -> None:
+        """TaxCode and TaxRate, for a non-US company, read as lists when not cached (no CDC for them)."""
+        info = raw.get("CompanyInfo")
+        global_tax = mapping.References.build(company_info=info if isinstance(info, dict) else None,
+                                              tax_model=self.settings.tax_model).global_tax
+        if not global_tax:
+            raw.pop("TaxCode", None)
+            raw.pop("TaxRate", None)
+            return
+        for entity in ("TaxCode", "TaxRate"):
+            if not isinstance(raw.get(entity), list):
+                raw[entity] = list(self.qbo.query_all(entity, "Active IN (true, false)"))
 
     @staticmethod
     def _ref_entities(prefs: dict[str, Any]) -> list[str]:
@@ -832,6 +886,7 @@ class Syncer:
             fetched = datetime.fromisoformat(str(cache["fetched_at"]))
             prefs_at = datetime.fromisoformat(str(cache["preferences_at"]))
             raw = {k: cache[k] for k in ("Vendor", "Account", "Class", "CompanyCurrency", "Preferences")}
+            raw.update({k: cache[k] for k in ("CompanyInfo", "TaxCode", "TaxRate") if k in cache})
         except (KeyError, TypeError, ValueError):
             return None
         if now - fetched > CDC_MAX_AGE:
@@ -866,8 +921,12 @@ class Syncer:
                 else:
                     by_id[str(obj.get("Id"))] = obj
             raw[entity] = list(by_id.values())
-        if now - prefs_at > PREFERENCES_TTL:
+        if now - prefs_at > PREFERENCES_TTL or not isinstance(raw.get("CompanyInfo"), dict):
+            # Company info and the tax lists change as rarely as preferences, and CDC carries none of them.
             raw["Preferences"] = self.qbo.preferences()
+            raw["CompanyInfo"] = self.qbo.company_info()
+            raw.pop("TaxCode", None)
+            raw.pop("TaxRate", None)
             prefs_at = now
         raw["preferences_at"] = prefs_at.isoformat()
         return raw
@@ -915,6 +974,23 @@ def _hash(body: dict[str, Any]) -> str:
 
 def _label(kind: str) -> str:
     return kind.replace("_", " ")
+
+
+def _has_linked_bill(po: dict[str, Any]) -> bool:
+    """A bill is linked to the PO (its LinkedTxn, or a line's)."""
+    links = list(po.get("LinkedTxn") or [])
+    for line in po.get("Line") or []:
+        if isinstance(line, dict):
+            links.extend(line.get("LinkedTxn") or [])
+    return any(isinstance(link, dict) and link.get("TxnType") == "Bill" for link in links)
+
+
+def _names_tax_code(fault: QboFault) -> bool:
+    """The fault is about a tax code (an unknown, inactive or sales-only code, or a line without one)."""
+    parts = [str(getattr(fault, attr, "") or "") for attr in ("message", "detail")]
+    parts += [str(getattr(error, "element", "") or "") for error in fault.errors]
+    text = " ".join(parts).lower()
+    return "taxcode" in text or "tax code" in text or "gst/vat" in text or "tax rate" in text
 
 
 def _duplicates_error(doc: str, found: list[dict[str, Any]]) -> RecordError:
