@@ -471,8 +471,8 @@ class References:
             tax_codes=tuple(dict(t) for t in tax_codes),
             tax_rates=tuple(dict(r) for r in tax_rates),
             purchase_tax_code=pick(purchase_tax_code, "qbo_purchase_tax_code"),
-            tax_amounts=(tax_amounts or (settings.tax_amounts if settings is not None else "exclusive")).lower(),
-            tax_model=(tax_model or (settings.tax_model if settings is not None else "auto")).lower(),
+            tax_amounts=str(tax_amounts or getattr(settings, "tax_amounts", None) or "exclusive").lower(),
+            tax_model=str(tax_model or getattr(settings, "tax_model", None) or "auto").lower(),
         )
 
     # --- preferences ---------------------------------------------------------------------
