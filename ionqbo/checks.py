@@ -241,6 +241,7 @@ class _Audit:
         self.result = result
         self._state: State | None = None
         self._mappings_in_use = mapping.ExplicitMappings()
+        self._company_info: dict[str, Any] = {}
 
     def add(self, section: str, subject: str, severity: Severity, message: str, fix: str = "", *,
             used_by: Iterable[str] = (), code: str = "", exit_code: int | None = None) -> None:
@@ -267,8 +268,10 @@ class _Audit:
         if refs is None:
             return
         self._settings_checks(refs, pos, parts)
+        self._tax_model(refs)
         if ion_ok:
             self._reference_checks(refs, pos)
+            self._tax_checks(refs, pos)
             self._unused_mappings(mappings, pos)
             self._part_checks(refs, parts, pos)
             self._po_plan(pos)
@@ -328,6 +331,7 @@ class _Audit:
         except (AuthError, ApiError) as exc:
             self._api_problem("QBO", exc)
             return False
+        self._company_info = info if isinstance(info, dict) else {}
         name = info.get("CompanyName") or info.get("LegalName") or "(unnamed company)"
         self.result.company = str(name)
         self.add("connectivity", "QBO", Severity.OK,
@@ -496,7 +500,15 @@ class _Audit:
         try:
             prefs = self.qbo.preferences()
             multicurrency = bool(mapping.References.build(preferences=prefs).multicurrency)
+            global_tax = mapping.References.build(company_info=self._company_info, settings=self.settings).global_tax
+            # TaxCode and TaxRate: only a non-US company puts them on purchase lines; inactive ones
+            # are read too, so a mapping to one says "inactive" rather than "not found".
+            tax_lists = {e: list(self.qbo.query_all(e, "Active IN (true, false)")) if global_tax else []
+                         for e in ("TaxCode", "TaxRate")}
             refs = mapping.References.build(
+                company_info=self._company_info,
+                tax_codes=tax_lists["TaxCode"],
+                tax_rates=tax_lists["TaxRate"],
                 vendors=list(self.qbo.query_all("Vendor")),
                 accounts=list(self.qbo.query_all("Account")),
                 classes=list(self.qbo.query_all("Class")),
@@ -644,6 +656,103 @@ class _Audit:
                      code="account")
             return
         self.add("QBO settings", setting, Severity.OK, f"{label} ({acct.get('AccountType')})", code="account")
+
+    # -- tax (companies outside the US) --
+
+    def _tax_model(self, refs: mapping.References) -> None:
+        section = "QBO settings"
+        country = refs.country
+        how = f"IONQBO_TAX_MODEL={refs.tax_model}"
+        if not refs.global_tax:
+            if country is None and refs.tax_model == "auto":
+                self.add(section, "tax model", Severity.WARNING,
+                         "QuickBooks did not say the company's country (CompanyInfo.Country): taken as a US company, "
+                         "so no tax codes are sent", "if the company is outside the US, set IONQBO_TAX_MODEL=global",
+                         code="tax_model")
+            else:
+                self.add(section, "tax model", Severity.OK,
+                         f"country {country or '?'}: US sales tax ({how}); purchase lines carry no tax code from "
+                         "ionqbo, QuickBooks keeps its own", code="tax_model")
+            return
+        amounts = ("tax inclusive: ION's figures are gross; QBO keeps them as its totals"
+                   if refs.tax_amounts == "inclusive" else "tax exclusive: ION's figures are net; QBO adds the tax")
+        self.add(section, "tax model", Severity.OK,
+                 f"country {country or '?'}: global tax model ({how}), a tax code on every PO line; "
+                 f"GlobalTaxCalculation {refs.tax_calculation} ({amounts}); "
+                 f"{len(refs.tax_codes)} tax code(s), {len(refs.tax_rates)} tax rate(s) in QuickBooks",
+                 code="tax_model")
+        if not refs.purchase_tax_code:
+            self.add(section, mapping.TAX_SETTING, Severity.WARNING,
+                     "not set: each line needs a [tax_codes] mapping (lines without one are listed under references)",
+                     f"set {mapping.TAX_SETTING} to the purchase tax code most lines take", code="tax_code")
+        else:
+            self._tax_row(section, mapping.TAX_SETTING,
+                          *mapping._find_tax_code(refs, refs.purchase_tax_code, mapping.TAX_SETTING), code="tax_code")
+        for scope in mapping.TAX_SCOPES:
+            for key, value in refs.mappings.tax_codes.get(scope, {}).items():
+                where = f'[{mapping.TAX_TABLE}.{scope}] "{key}"'
+                self._tax_row(section, where,
+                              *mapping._find_tax_code(refs, value, f"{where} in {mapping.MAPPINGS_SOURCE}"),
+                              code="tax_code")
+
+    def _tax_row(self, section: str, subject: str, choice: mapping.TaxChoice | None, gap: mapping.Gap | None, *,
+                 code: str, used_by: Iterable[str] = ()) -> None:
+        if gap is not None or choice is None:
+            assert gap is not None
+            self.add(section, subject, Severity.BLOCKING, gap.message, gap.hint, used_by=used_by, code=code)
+            return
+        self.add(section, subject, Severity.OK,
+                 f'-> tax code "{choice.name}" ({choice.code_id}), purchase rate {_percent(choice.rate)}'
+                 + (f" (from {choice.source})" if section == "references" else ""),
+                 used_by=used_by, code=code)
+
+    def _tax_checks(self, refs: mapping.References, pos: list[PurchaseOrder]) -> None:
+        """The tax code each expense code, part, fee and supplier in scope gets, resolved as the sync does."""
+        if not refs.global_tax:
+            return
+        rows: dict[tuple[str, str], tuple[str, dict[str, Any], _Use]] = {}
+        # A supplier changes a line's code only through [tax_codes.suppliers]; without one, one row per name.
+        by_supplier = bool(refs.mappings.tax_codes.get("suppliers"))
+        used: dict[str, set[str]] = {scope: set() for scope in mapping.TAX_SCOPES}
+        scope_of = {"expense code": "expense_codes", "part": "parts", "fee": "fees", "supplier": "suppliers"}
+        for po in pos:
+            supplier = po.supplier.name if po.supplier else None
+            wanted: list[tuple[str, str, dict[str, Any]]] = []
+            for line in po.lines:
+                code = (line.expense_code or "").strip()
+                if code:
+                    wanted.append(("expense code", code, {"expense_code": code}))
+                elif line.part is not None:
+                    wanted.append(("part", line.part.part_number, {"part_number": line.part.part_number}))
+            wanted.extend(("fee", f.name.strip(), {"fee": f.name}) for f in po.fees if f.name.strip())
+            if supplier and supplier.strip():
+                used["suppliers"].add(mapping.name_key(supplier))
+                if by_supplier:
+                    wanted.append(("supplier", supplier.strip(), {}))
+            for kind, name, keys in wanted:
+                used[scope_of[kind]].add(mapping.name_key(name))
+                key = mapping.name_key(name) + ("\0" + mapping.name_key(supplier or "") if by_supplier else "")
+                row = rows.setdefault((kind, key), (name, {"supplier": supplier, **keys}, _Use()))
+                row[2].add(po.id)
+        for (kind, _), (name, keys, use) in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[1][0])):
+            choice, gap = mapping.tax_for(refs, **keys)
+            subject = f'tax code for {kind} "{name}"'
+            if by_supplier and kind != "supplier" and keys.get("supplier"):
+                subject += f' (supplier "{keys["supplier"]}")'
+            if kind == "supplier" and gap is not None:
+                # Only the supplier's and the default code apply here: lines with their own mapping are fine.
+                self.add("references", subject, Severity.WARNING,
+                         "no supplier-level or default tax code: each of its lines needs its own [tax_codes] mapping",
+                         gap.hint, used_by=use.labels, code="tax_code")
+                continue
+            self._tax_row("references", subject, choice, gap, code="tax_code", used_by=use.labels)
+        for scope, table in refs.mappings.tax_codes.items():
+            for key in table:
+                if key not in used.get(scope, set()):
+                    self.add("references", f'[{mapping.TAX_TABLE}.{scope}] "{key}"', Severity.WARNING,
+                             f"this {mapping.MAPPINGS_SOURCE} entry is not used by any purchase order in scope",
+                             "check the name against ION (names ignore case), or remove the entry",
+                             code="unused_mapping")
 
     # -- references: names in use --
 
@@ -913,12 +1022,13 @@ class _Audit:
 # ---- helpers ---------------------------------------------------------------------------------------
 
 _LINE_REF = re.compile(r"^purchaseOrderLines\[\d+\]\.(expenseCode|accountingClass)$")
+_TAX_FIELD = re.compile(r"^(purchaseOrderLines|fees)\[\d+\]\.taxCode$")
 _FEE_NAME = re.compile(r"^fees\[(\d+)\]\.name$")
 
 
 def _reported_elsewhere(po: PurchaseOrder, fld: str) -> bool:
     """Whether a po_to_payload problem is one the references or settings sections already show."""
-    if fld.startswith("QBO_") or fld == "currency" or _LINE_REF.match(fld):
+    if fld.startswith("QBO_") or fld == "currency" or _LINE_REF.match(fld) or _TAX_FIELD.match(fld):
         return True
     if fld == "supplier":
         return po.supplier is not None and bool(po.supplier.name.strip())
@@ -956,6 +1066,11 @@ def _part_problems(part: Part, refs: mapping.References) -> list[tuple[str, str,
         message = exc.message[len(prefix):] if exc.message.startswith(prefix) else exc.message
         return [(exc.field or "", message, exc.hint or "")]
     return []
+
+
+def _percent(rate: Any) -> str:
+    text = format(rate.normalize(), "f") if hasattr(rate, "normalize") else str(rate)
+    return f"{text}%"
 
 
 def _rec_id(rec: PurchaseOrder | InvalidRecord) -> str:

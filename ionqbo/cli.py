@@ -433,8 +433,12 @@ def check_mappings(as_json: bool, save_schema: str | None) -> None:
 @click.option("--ion-schema", "ion_schema", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
               help="Serve this ION schema (SDL) instead of the reference one, e.g. a schema saved by "
                    "`check-mappings --save-ion-schema` or a variant from ionqbo/sandbox/ion-schemas/.")
+@click.option("--country", type=click.Choice(["US", "AU", "UK", "GB", "CA"], case_sensitive=False), default="US",
+              show_default=True,
+              help="The QBO company's country: outside the US it has that country's tax codes and home currency, "
+                   "and every PO line needs a tax code.")
 def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multicurrency: bool,
-            rate_limits: bool, latency: float, ion_schema: str | None) -> None:
+            rate_limits: bool, latency: float, ion_schema: str | None, country: str) -> None:
     """Serve the built-in ION and QBO emulators on 127.0.0.1 until stopped.
 
     \b
@@ -442,12 +446,13 @@ def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multi
         ionqbo sandbox --print-env > .env     # then, in another shell:
         ionqbo sync
         ionqbo sandbox --ion-schema saved-ion-schema.graphql
+        ionqbo sandbox --country AU --print-env > .env   # an Australian company (GST)
     """
     with _errors():
         from ionqbo.sandbox.server import Sandbox
 
         box = Sandbox(sample=not empty, multicurrency=not no_multicurrency, ion_port=ion_port, qbo_port=qbo_port,
-                      rate_limits=rate_limits, latency=latency,
+                      rate_limits=rate_limits, latency=latency, country=country,
                       ion_schema=Path(ion_schema) if ion_schema else None).start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -104,8 +104,15 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("QBO_INCOME_ACCOUNT_ID", "Sales of Product Income account id for new inventory items"),
     SettingSpec("QBO_COGS_ACCOUNT_ID", "Cost of Goods Sold account id for new inventory items"),
     SettingSpec("QBO_FEE_ACCOUNT_ID", "default expense account id for PO fee lines"),
+    SettingSpec("QBO_PURCHASE_TAX_CODE", "non-US companies: the tax code (QBO name or id) put on every PO line that "
+                "[tax_codes] in IONQBO_MAPPINGS does not map; ignored for US companies"),
+    SettingSpec("IONQBO_TAX_AMOUNTS", "non-US companies: ION's PO amounts are tax exclusive (net) or "
+                "inclusive (gross)", "exclusive"),
+    SettingSpec("IONQBO_TAX_MODEL", "auto (from CompanyInfo.Country: US = US sales tax, any other = global tax "
+                "codes on every line), us or global", "auto"),
     SettingSpec("IONQBO_STATE_DIR", "where the cursor, queue, token store and lock live (default ~/.local/state/ionqbo)"),
-    SettingSpec("IONQBO_MAPPINGS", "optional TOML file of explicit mappings (suppliers, expense_codes, classes, fees, items)"),
+    SettingSpec("IONQBO_MAPPINGS",
+                "optional TOML file of explicit mappings (suppliers, expense_codes, classes, fees, items, tax_codes)"),
     SettingSpec("IONQBO_PO_STATUSES", "comma-separated ION PO statuses that are sent to QBO", "ORDERED"),
     SettingSpec("IONQBO_ITEM_NAME_TEMPLATE", "QBO item name for an ION part", DEFAULT_ITEM_NAME_TEMPLATE),
     SettingSpec("IONQBO_ITEM_MATCH", "how a part finds a QBO item that already exists: sku (its SKU is the part "
@@ -152,6 +159,9 @@ class Settings:
     qbo_income_account_id: str = ""
     qbo_cogs_account_id: str = ""
     qbo_fee_account_id: str = ""
+    qbo_purchase_tax_code: str = ""
+    tax_amounts: str = "exclusive"
+    tax_model: str = "auto"
     state_dir: Path = field(default_factory=default_state_dir)
     mappings_file: Path | None = None
     po_statuses: tuple[str, ...] = ("ORDERED",)
@@ -238,6 +248,14 @@ class Settings:
                     "QBO_INCOME_ACCOUNT_ID", "QBO_COGS_ACCOUNT_ID", "QBO_FEE_ACCOUNT_ID",
                     "IONQBO_NOTIFY_WEBHOOK", "IONQBO_NOTIFY_ION_USER", "IONQBO_HEALTHCHECK_URL"):
             kw[key.lower().removeprefix("ionqbo_")] = get(key, "")
+        kw["qbo_purchase_tax_code"] = get("QBO_PURCHASE_TAX_CODE", "")
+        for key, allowed in (("IONQBO_TAX_AMOUNTS", ("exclusive", "inclusive")),
+                             ("IONQBO_TAX_MODEL", ("auto", "us", "global"))):
+            value = get(key, SPEC_BY_NAME[key].default or "").lower()
+            if value not in allowed:
+                problems.append(f"{key}={value!r} must be {' or '.join(allowed)}")
+                value = SPEC_BY_NAME[key].default or ""
+            kw[key.lower().removeprefix("ionqbo_")] = value
         kw["qbo_redirect_uri"] = get("QBO_REDIRECT_URI", SPEC_BY_NAME["QBO_REDIRECT_URI"].default or "")
         for key in ("QBO_AP_ACCOUNT_ID", "QBO_INVENTORY_ASSET_ACCOUNT_ID", "QBO_INCOME_ACCOUNT_ID",
                     "QBO_COGS_ACCOUNT_ID", "QBO_FEE_ACCOUNT_ID", "QBO_REALM_ID"):

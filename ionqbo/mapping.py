@@ -67,6 +67,9 @@ PO_OWNED_FIELDS: tuple[str, ...] = (
     "ShipAddr",
     "Line",
     "POStatus",
+    # Sent only to non-US companies (global tax model); a US payload never carries it, so diff leaves
+    # a US PO's value as QBO has it.
+    "GlobalTaxCalculation",
 )
 # Never QtyOnHand or InvStartDate (QBO reads a new InvStartDate as an inventory adjustment), never
 # Type/TrackQtyOnHand (fixed once Inventory), never the accounts after creation (an accountant may
@@ -74,7 +77,22 @@ PO_OWNED_FIELDS: tuple[str, ...] = (
 ITEM_OWNED_FIELDS: tuple[str, ...] = ("Name", "Sku", "Description", "PurchaseDesc", "PurchaseCost")
 
 MAPPINGS_SOURCE = "IONQBO_MAPPINGS"
+# CompanyInfo.Country values that mean the US tax model. The XSD only says "Country name to which the
+# company belongs for financial calculations"; Intuit's samples show "US".
+US_COUNTRY_NAMES = frozenset({"US", "USA", "UNITED STATES", "UNITED STATES OF AMERICA"})
+TAX_SETTING = "QBO_PURCHASE_TAX_CODE"
+GLOBAL_TAX_CALCULATIONS = ("TaxExcluded", "TaxInclusive", "NotApplicable")
 MAPPING_TABLES = ("suppliers", "expense_codes", "classes", "fees", "items")
+# [tax_codes.<scope>] tables: ION name -> QBO TaxCode name or id (non-US companies). Most specific wins:
+# a line's expense code, part number or fee name, then the PO's supplier, then QBO_PURCHASE_TAX_CODE.
+TAX_TABLE = "tax_codes"
+TAX_SCOPES = ("expense_codes", "parts", "fees", "suppliers")
+_TAX_SCOPE_HELP = {
+    "expense_codes": "ION expense code",
+    "parts": "ION part number",
+    "fees": "ION fee name",
+    "suppliers": "ION supplier name",
+}
 _TABLE_HELP = {
     "suppliers": "a QBO vendor id",
     "expense_codes": "a QBO account id",
@@ -112,6 +130,13 @@ class ExplicitMappings:
     # part number -> revision -> QBO item id. Not in repr: the sync hashes repr() to tell when mappings
     # changed, and adds these only when there are any (no [items]: the hash is what it always was).
     item_revisions: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    # scope -> name_key -> QBO tax code name or id. Not in repr: the sync hashes repr() to tell when
+    # mappings changed, and an empty table must leave that hash as it was before tax codes existed.
+    tax_codes: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+
+    def tax_lookup(self, scope: str, name: str) -> str | None:
+        """The tax code (name or id) mapped for ``name`` under [tax_codes.<scope>], or None."""
+        return self.tax_codes.get(scope, {}).get(name_key(name))
 
     def lookup(self, table: str, name: str) -> str | None:
         """The mapped QBO id for ``name`` in ``table`` (case-insensitive), or None."""
@@ -139,6 +164,14 @@ def parse_mappings(text: str, *, source: str = MAPPINGS_SOURCE) -> ExplicitMappi
         "820412-001" = "57"         # ION part number -> the QBO item it is (every revision)
         [items."NAS1352-3"]         # one QBO item per revision
         A = "60"
+        [tax_codes.expense_codes]   # non-US companies: the tax code of a line (QBO TaxCode name or id)
+        "6100" = "GST"
+        [tax_codes.parts]           # by ION part number
+        "820412-001" = "GST free"
+        [tax_codes.fees]            # by ION fee name
+        "Shipping" = "GST"
+        [tax_codes.suppliers]       # every line of the supplier's POs (less specific than the above)
+        "Acme Corp" = "Input taxed"
 
     Ids may be written as strings or integers. Names are compared case-insensitively.
 
@@ -158,12 +191,16 @@ def parse_mappings(text: str, *, source: str = MAPPINGS_SOURCE) -> ExplicitMappi
     per_currency: dict[str, dict[str, str]] = {}
     per_revision: dict[str, dict[str, str]] = {}
     seen: dict[tuple[str, str], str] = {}
+    tax_codes: dict[str, dict[str, str]] = {}
     for table, content in data.items():
         if table == "ion_fields":
             continue  # ION field names for the live schema: read by ionqbo.ion.schema.read_overrides
+        if table == TAX_TABLE:
+            tax_codes = _parse_tax_tables(content, source, problems)
+            continue
         if table not in MAPPING_TABLES:
             problems.append(
-                f"{source}: unknown table [{table}] (expected one of: {', '.join(MAPPING_TABLES)})"
+                f"{source}: unknown table [{table}] (expected one of: {', '.join((*MAPPING_TABLES, TAX_TABLE))})"
             )
             continue
         if not isinstance(content, dict):
@@ -215,7 +252,43 @@ def parse_mappings(text: str, *, source: str = MAPPINGS_SOURCE) -> ExplicitMappi
         supplier_currencies=per_currency,
         items=tables["items"],
         item_revisions=per_revision,
+        tax_codes=tax_codes,
     )
+
+
+def _parse_tax_tables(content: Any, source: str, problems: list[str]) -> dict[str, dict[str, str]]:
+    """[tax_codes.<scope>] tables: name -> tax code name or id (a non-empty string or an integer id)."""
+    out: dict[str, dict[str, str]] = {}
+    if not isinstance(content, dict):
+        problems.append(f"{source}: {TAX_TABLE} must be a table of tables ([{TAX_TABLE}.expense_codes] ...)")
+        return out
+    for scope, names in content.items():
+        if scope not in TAX_SCOPES:
+            problems.append(f"{source}: unknown table [{TAX_TABLE}.{scope}] (expected one of: "
+                            f"{', '.join(f'{TAX_TABLE}.{s}' for s in TAX_SCOPES)})")
+            continue
+        if not isinstance(names, dict):
+            problems.append(f"{source}: {TAX_TABLE}.{scope} must be a table ([{TAX_TABLE}.{scope}])")
+            continue
+        table: dict[str, str] = {}
+        for name, value in names.items():
+            label = f'[{TAX_TABLE}.{scope}] "{name}"'
+            key = name_key(name)
+            if not key:
+                problems.append(f"{source}: {label}: the name is empty")
+                continue
+            if key in table:
+                problems.append(f"{source}: {label} repeats another name in [{TAX_TABLE}.{scope}] (names ignore case)")
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or not value.strip():
+                problems.append(f"{source}: {label} = {value!r} must be a QBO tax code name or id "
+                                f'(e.g. "GST" or "10"), for the {_TAX_SCOPE_HELP[scope]} "{name}"')
+                continue
+            table[key] = value.strip()
+        out[scope] = table
+    return out
 
 
 def _mapping_id(value: Any, label: str, what: str, source: str, problems: list[str]) -> str | None:
@@ -265,6 +338,9 @@ class _Index:
     classes_by_fqn: dict[str, list[QboObject]]
     classes_by_name: dict[str, list[QboObject]]
     currencies: frozenset[str]
+    tax_codes_by_id: dict[str, QboObject]
+    tax_codes_by_name: dict[str, list[QboObject]]
+    tax_rates_by_id: dict[str, QboObject]
 
 
 def _group(objs: Iterable[QboObject], key: str) -> dict[str, list[QboObject]]:
@@ -297,6 +373,13 @@ class References:
     cogs_account_id: str = ""
     mappings: ExplicitMappings = field(default_factory=ExplicitMappings)
     item_name_template: str = DEFAULT_ITEM_NAME_TEMPLATE
+    # The tax model (non-US companies): CompanyInfo, the TaxCode and TaxRate lists, and the settings.
+    company_info: QboObject = field(default_factory=dict)
+    tax_codes: tuple[QboObject, ...] = ()
+    tax_rates: tuple[QboObject, ...] = ()
+    purchase_tax_code: str = ""
+    tax_amounts: str = "exclusive"
+    tax_model: str = "auto"
     index: _Index = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -321,6 +404,9 @@ class References:
                 classes_by_fqn=_group(classes, "FullyQualifiedName"),
                 classes_by_name=_group(classes, "Name"),
                 currencies=frozenset(currencies),
+                tax_codes_by_id={str(t.get("Id")): t for t in self.tax_codes},
+                tax_codes_by_name=_group(self.tax_codes, "Name"),
+                tax_rates_by_id={str(r.get("Id")): r for r in self.tax_rates},
             ),
         )
 
@@ -341,6 +427,12 @@ class References:
         income_account_id: str | None = None,
         cogs_account_id: str | None = None,
         item_name_template: str | None = None,
+        company_info: Mapping[str, Any] | None = None,
+        tax_codes: Iterable[Mapping[str, Any]] = (),
+        tax_rates: Iterable[Mapping[str, Any]] = (),
+        purchase_tax_code: str | None = None,
+        tax_amounts: str | None = None,
+        tax_model: str | None = None,
     ) -> References:
         """Build the references once per run; explicit ids win over ``settings``.
 
@@ -358,6 +450,12 @@ class References:
             income_account_id: QBO_INCOME_ACCOUNT_ID.
             cogs_account_id: QBO_COGS_ACCOUNT_ID.
             item_name_template: IONQBO_ITEM_NAME_TEMPLATE.
+            company_info: the ``GET /companyinfo/{realm}`` body (``{"CompanyInfo": {...}}`` or its content).
+            tax_codes: QBO TaxCode objects (non-US companies).
+            tax_rates: QBO TaxRate objects (non-US companies).
+            purchase_tax_code: QBO_PURCHASE_TAX_CODE.
+            tax_amounts: IONQBO_TAX_AMOUNTS ("exclusive" or "inclusive").
+            tax_model: IONQBO_TAX_MODEL ("auto", "us" or "global").
 
         Returns:
             Frozen References with their indexes.
@@ -365,6 +463,9 @@ class References:
         prefs = dict(preferences or {})
         if isinstance(prefs.get("Preferences"), Mapping):
             prefs = dict(prefs["Preferences"])
+        info = dict(company_info or {})
+        if isinstance(info.get("CompanyInfo"), Mapping):
+            info = dict(info["CompanyInfo"])
 
         def pick(given: str | None, attr: str) -> str:
             if given is not None:
@@ -387,6 +488,12 @@ class References:
             cogs_account_id=pick(cogs_account_id, "qbo_cogs_account_id"),
             mappings=mappings or ExplicitMappings(),
             item_name_template=template,
+            company_info=info,
+            tax_codes=tuple(dict(t) for t in tax_codes),
+            tax_rates=tuple(dict(r) for r in tax_rates),
+            purchase_tax_code=pick(purchase_tax_code, "qbo_purchase_tax_code"),
+            tax_amounts=str(tax_amounts or getattr(settings, "tax_amounts", None) or "exclusive").lower(),
+            tax_model=str(tax_model or getattr(settings, "tax_model", None) or "auto").lower(),
         )
 
     # --- preferences ---------------------------------------------------------------------
@@ -406,6 +513,31 @@ class References:
     def class_tracking_per_line(self) -> bool:
         """``AccountingInfoPrefs.ClassTrackingPerTxnLine``."""
         return _truthy(_dig(self.preferences, "AccountingInfoPrefs", "ClassTrackingPerTxnLine"))
+
+    @property
+    def country(self) -> str | None:
+        """``CompanyInfo.Country`` upper-case ("US", "AU", "GB", "CA"...), or None when not read."""
+        value = self.company_info.get("Country")
+        return str(value).strip().upper() if isinstance(value, str) and value.strip() else None
+
+    @property
+    def global_tax(self) -> bool:
+        """The company uses QBO's global (non-US) tax model: a tax code on every purchase line.
+
+        IONQBO_TAX_MODEL decides when it is "us" or "global"; with "auto" it is any company whose
+        CompanyInfo.Country is known and is not US (Intuit: "Manage sales tax for non-US locales").
+        A company whose country was not read is taken to be US, as ionqbo always did.
+        """
+        if self.tax_model == "global":
+            return True
+        if self.tax_model == "us":
+            return False
+        return self.country is not None and self.country not in US_COUNTRY_NAMES
+
+    @property
+    def tax_calculation(self) -> str:
+        """The GlobalTaxCalculation sent to a non-US company: TaxExcluded or TaxInclusive."""
+        return "TaxInclusive" if self.tax_amounts == "inclusive" else "TaxExcluded"
 
     def account(self, account_id: str) -> QboObject | None:
         """The active account with this Id, or None."""
@@ -742,6 +874,191 @@ def suggest(name: str, candidates: Iterable[str], *, limit: int = 3, cutoff: flo
         if ratio >= cutoff:
             scored[candidate] = ratio
     return [c for c, _ in sorted(scored.items(), key=lambda p: (-p[1], p[0]))][:limit]
+
+
+# ---- tax codes (non-US companies) ------------------------------------------------------------
+#
+# Intuit, "Manage sales tax for non-US locales": purchase transactions carry a TaxCode on each line;
+# the code's PurchaseTaxRateList names the TaxRate(s) that apply, and QBO returns the tax it computed
+# in TxnTaxDetail. TaxCode and TaxRate are read as lists (change data capture does not cover them).
+# docs/reference/qbo-tax.md has the sources.
+
+
+@dataclass(frozen=True)
+class TaxChoice:
+    """The tax code a purchase line gets, its purchase rate in percent, and where the choice came from."""
+
+    code: QboObject
+    rate: Decimal
+    source: str
+
+    @property
+    def code_id(self) -> str:
+        return str(self.code.get("Id"))
+
+    @property
+    def name(self) -> str:
+        return str(self.code.get("Name") or self.code.get("Id"))
+
+
+def _rate_details(code: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    details = _dig(code, "PurchaseTaxRateList", "TaxRateDetail")
+    if isinstance(details, Mapping):
+        details = [details]
+    return [d for d in details or [] if isinstance(d, Mapping)]
+
+
+def _rate_value(rate: Mapping[str, Any]) -> Decimal | None:
+    value = rate.get("RateValue")
+    if value is None:
+        # EffectiveTaxRate is a list of dated rates; the last one is the one in force.
+        effective = rate.get("EffectiveTaxRate")
+        if isinstance(effective, list) and effective and isinstance(effective[-1], Mapping):
+            value = effective[-1].get("RateValue")
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except ArithmeticError:
+        return None
+
+
+def purchase_rate(refs: References, code: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:
+    """The code's purchase rate in percent and None, or None and why it cannot be used on a purchase.
+
+    The rates of PurchaseTaxRateList add up ("TaxOnAmount"); a rate applied to the amount plus the
+    taxes before it ("TaxOnAmountPlusTax", older compound provincial taxes) compounds on them.
+    """
+    details = _rate_details(code)
+    label = f'QBO tax code "{code.get("Name") or code.get("Id")}" ({code.get("Id")})'
+    if not details:
+        return None, f"{label} has no purchase tax rate (it is for sales only)"
+    total = Decimal(0)
+    ordered = sorted(details, key=lambda d: int(str(d.get("TaxOrder") or 0)) if str(d.get("TaxOrder") or 0).isdigit()
+                     else 0)
+    for detail in ordered:
+        rate_id = str(_dig(detail, "TaxRateRef", "value") or "")
+        rate = refs.index.tax_rates_by_id.get(rate_id)
+        value = _rate_value(rate) if rate is not None else None
+        if value is None:
+            return None, f"{label} refers to QBO tax rate {rate_id or '(none)'}, which QBO did not list with a value"
+        if detail.get("TaxTypeApplicable") == "TaxOnAmountPlusTax":
+            total += value * (1 + total / 100)
+        else:
+            total += value
+    return total, None
+
+
+def _tax_gap_hint(refs: References) -> str:
+    usable = [str(c.get("Name")) for c in refs.tax_codes
+              if _active(c) and c.get("Name") and purchase_rate(refs, c)[1] is None]
+    listed = ", ".join(f'"{n}"' for n in sorted(usable)[:12]) or "none: add one in QuickBooks (Taxes > Tax codes)"
+    return f"purchase tax codes in this company: {listed}"
+
+
+def _find_tax_code(refs: References, text: str, source: str) -> tuple[TaxChoice | None, Gap | None]:
+    """A tax code by QBO Id, else by Name (case-insensitive), checked usable on a purchase."""
+    wanted = text.strip()
+    code = refs.index.tax_codes_by_id.get(wanted)
+    if code is None:
+        matches = refs.index.tax_codes_by_name.get(name_key(wanted), [])
+        active = [c for c in matches if _active(c)]
+        if len(active) > 1:
+            ids = ", ".join(str(c.get("Id")) for c in active)
+            return None, Gap(f'{source} names tax code "{wanted}", which matches several QBO tax codes (ids {ids})',
+                             f"use the tax code's id under {source}")
+        code = active[0] if active else (matches[0] if matches else None)
+    if code is None:
+        names = [str(c.get("Name")) for c in refs.tax_codes if _active(c) and c.get("Name")]
+        return None, Gap(f'{source} names tax code "{wanted}", which QBO does not have'
+                         f"{_did_you_mean(wanted, names)}",
+                         f"correct {source} ({_tax_gap_hint(refs)})")
+    if not _active(code):
+        return None, Gap(f'{source} names QBO tax code "{code.get("Name")}" ({code.get("Id")}), which is inactive',
+                         f"make the tax code active in QuickBooks, or change {source} ({_tax_gap_hint(refs)})")
+    rate, why = purchase_rate(refs, code)
+    if rate is None:
+        return None, Gap(f"{source}: {why}",
+                         f"choose a tax code with a purchase rate under {source} ({_tax_gap_hint(refs)})")
+    return TaxChoice(code, rate, source), None
+
+
+def tax_for(
+    refs: References,
+    *,
+    supplier: str | None,
+    expense_code: str | None = None,
+    part_number: str | None = None,
+    fee: str | None = None,
+) -> tuple[TaxChoice | None, Gap | None]:
+    """The tax code for one purchase line: the most specific mapping wins.
+
+    Order: the line's fee name, expense code or part number under [tax_codes.fees|expense_codes|
+    parts], then the PO's supplier under [tax_codes.suppliers], then QBO_PURCHASE_TAX_CODE. A line
+    that resolves to nothing, or to an inactive code or one without a purchase rate, is a Gap.
+    """
+    m = refs.mappings
+    candidates: list[tuple[str, str | None]] = []
+    if fee is not None and fee.strip():
+        candidates.append((f'[{TAX_TABLE}.fees] "{fee.strip()}"', m.tax_lookup("fees", fee)))
+    if expense_code is not None and expense_code.strip():
+        candidates.append((f'[{TAX_TABLE}.expense_codes] "{expense_code.strip()}"',
+                           m.tax_lookup("expense_codes", expense_code)))
+    if part_number is not None and part_number.strip():
+        candidates.append((f'[{TAX_TABLE}.parts] "{part_number.strip()}"', m.tax_lookup("parts", part_number)))
+    if supplier is not None and supplier.strip():
+        candidates.append((f'[{TAX_TABLE}.suppliers] "{supplier.strip()}"', m.tax_lookup("suppliers", supplier)))
+    candidates.append((TAX_SETTING, refs.purchase_tax_code or None))
+    for source, value in candidates:
+        if value:
+            where = source if source == TAX_SETTING else f"{source} in {MAPPINGS_SOURCE}"
+            return _find_tax_code(refs, value, where)
+    what = (f'fee "{fee.strip()}"' if fee else f'expense code "{expense_code.strip()}"' if expense_code
+            else f'part "{part_number.strip()}"' if part_number else "the line")
+    table = "fees" if fee else "expense_codes" if expense_code else "parts"
+    return None, Gap(
+        f"{what} has no tax code, and QuickBooks needs one on every line in a company outside the US ({refs.country or '?'})",
+        f"set {TAX_SETTING} to the purchase tax code most lines take, or map {what} under "
+        f"[{TAX_TABLE}.{table}] in {MAPPINGS_SOURCE} ({_tax_gap_hint(refs)})",
+    )
+
+
+def net_of_tax(gross: Decimal, rate: Decimal) -> Decimal:
+    """A tax-inclusive amount without its tax, rounded half-up to cents: gross / (1 + rate/100)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return (gross / (1 + rate / 100)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def tax_on(net: Decimal, rate: Decimal) -> Decimal:
+    """The tax on a net amount, rounded half-up to cents (QBO computes tax per line for global companies)."""
+    return (net * rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _apply_tax(line: QboObject, choice: TaxChoice, *, ion_inclusive: bool, calculation: str) -> str | None:
+    """Put the tax code on a mapped line and turn ION's amount into what QBO takes; None, or why not.
+
+    QBO's Line.Amount is the net amount (Intuit's TxnTaxDetail sums NetAmountTaxable from it and adds
+    the tax). With tax-inclusive ION amounts the net is gross / (1 + rate), and the gross goes in
+    ``TaxInclusiveAmt`` ("the total amount of line item including tax", XSD) when the PO is
+    TaxInclusive, so QBO's total equals ION's to the cent. An item line's UnitPrice is recomputed
+    from the net (quantity x rate still equals Amount).
+    """
+    detail_type = str(line["DetailType"])
+    detail: QboObject = line[detail_type]
+    figure = Decimal(str(line["Amount"]))
+    net = net_of_tax(figure, choice.rate) if ion_inclusive else figure
+    gross = figure if ion_inclusive else net + tax_on(net, choice.rate)
+    detail["TaxCodeRef"] = {"value": choice.code_id}
+    line["Amount"] = _json_number(net)
+    if detail_type == "ItemBasedExpenseLineDetail" and net != figure:
+        qty = Decimal(str(detail["Qty"]))
+        try:
+            _, _, price = line_amounts(qty, None, net)
+        except ValueError as exc:
+            return f"the amount net of {_plain(choice.rate)}% tax, {_plain(net)}: {exc}"
+        detail["UnitPrice"] = _json_number(price)
+    if calculation == "TaxInclusive":
+        detail["TaxInclusiveAmt"] = _json_number(gross)
+    return None
 
 
 # ---- items -----------------------------------------------------------------------------------
@@ -1314,7 +1631,33 @@ def _map_fee(
     }
 
 
-def po_to_payload(po: PurchaseOrder, refs: References, item_ids: Mapping[str, str]) -> QboObject:
+def _tax_line(
+    mapped: QboObject,
+    refs: References,
+    po: PurchaseOrder,
+    *,
+    field_name: str,
+    label: str,
+    calculation: str,
+    problems: list[_Problem],
+    expense_code: str | None = None,
+    part_number: str | None = None,
+    fee: str | None = None,
+) -> None:
+    supplier = po.supplier.name if po.supplier else None
+    choice, gap = tax_for(refs, supplier=supplier, expense_code=expense_code, part_number=part_number, fee=fee)
+    if gap is not None or choice is None:
+        assert gap is not None
+        problems.append(_Problem(field_name, f"{label}: {gap.message}", gap.hint))
+        return
+    why = _apply_tax(mapped, choice, ion_inclusive=refs.tax_amounts == "inclusive", calculation=calculation)
+    if why is not None:
+        problems.append(_Problem(field_name, f"{label}: {why}", "correct the line's quantity and costs in ION"))
+
+
+def po_to_payload(
+    po: PurchaseOrder, refs: References, item_ids: Mapping[str, str], *, tax_calculation: str | None = None
+) -> QboObject:
     """The QBO PurchaseOrder payload for an ION purchase order.
 
     ``DocNumber`` = the ION PO id (over 21 characters is an error, never cut: cut numbers could
@@ -1334,10 +1677,17 @@ def po_to_payload(po: PurchaseOrder, refs: References, item_ids: Mapping[str, st
     sent as the detail's ``ClassRef`` and needs class tracking per line. Each fee is a category line
     on its account, described by the fee name.
 
+    A non-US company (:attr:`References.global_tax`) also gets ``GlobalTaxCalculation`` (TaxExcluded,
+    or TaxInclusive with IONQBO_TAX_AMOUNTS=inclusive) and a ``TaxCodeRef`` on every line
+    (:func:`tax_for`); Amount is the net of tax and, when TaxInclusive, ``TaxInclusiveAmt`` the gross
+    (:func:`_apply_tax`). A US company's payload carries neither, exactly as before.
+
     Args:
         po: the ION purchase order.
         refs: resolved QBO references.
         item_ids: ION part id -> QBO Item Id (the caller creates missing items first).
+        tax_calculation: non-US only: keep this GlobalTaxCalculation instead of the setting's (the
+            sync passes the QBO PO's own when a bill is linked to it: QBO's tax on it stays as it was).
 
     Raises:
         MappingError: every problem of this PO in one error (``MappingProblems`` when several).
@@ -1388,13 +1738,23 @@ def po_to_payload(po: PurchaseOrder, refs: References, item_ids: Mapping[str, st
             _Problem("purchaseOrderLines", "has no lines", "add a line to the purchase order in ION")
         )
     lines: list[QboObject] = []
+    calculation = tax_calculation if tax_calculation in GLOBAL_TAX_CALCULATIONS else refs.tax_calculation
     for i, line in enumerate(po.lines):
         mapped = _map_line(i, line, refs, item_ids, problems)
         if mapped is not None:
+            if refs.global_tax:
+                code = (line.expense_code or "").strip()
+                _tax_line(mapped, refs, po, field_name=f"purchaseOrderLines[{i}].taxCode",
+                          label=_line_label(i, line.id), calculation=calculation, problems=problems,
+                          expense_code=code or None,
+                          part_number=line.part.part_number if line.part is not None and not code else None)
             lines.append(mapped)
     for i, fee in enumerate(po.fees):
         mapped = _map_fee(i, fee, refs, problems)
         if mapped is not None:
+            if refs.global_tax:
+                _tax_line(mapped, refs, po, field_name=f"fees[{i}].taxCode", label=f"fee {i + 1}",
+                          calculation=calculation, problems=problems, fee=fee.name)
             lines.append(mapped)
     if problems:
         raise _error("purchase_order", po.id, f"purchase order {po.id}", problems)
@@ -1406,6 +1766,8 @@ def po_to_payload(po: PurchaseOrder, refs: References, item_ids: Mapping[str, st
     payload["APAccountRef"] = {"value": refs.ap_account_id}
     if currency is not None:
         payload["CurrencyRef"] = {"value": currency}
+    if refs.global_tax:
+        payload["GlobalTaxCalculation"] = calculation
     if ship:
         payload["ShipAddr"] = ship
     payload["Line"] = [{**line, "LineNum": n} for n, line in enumerate(lines, start=1)]

@@ -105,6 +105,8 @@ class QboSink(Protocol):
 
     def preferences(self) -> dict[str, Any]: ...
 
+    def company_info(self) -> dict[str, Any]: ...
+
     def cdc(self, entities: Sequence[str], changed_since: datetime) -> dict[str, list[dict[str, Any]]]: ...
 
 
@@ -424,6 +426,10 @@ class Syncer:
                     sorted((k, sorted(v.items())) for k, v in m.item_revisions.items())]
         if adoption != ["sku", "now", [], []]:  # the defaults: the hash is what it was before adoption existed
             raw += json.dumps(adoption)
+        tax = [s.qbo_purchase_tax_code, s.tax_amounts, s.tax_model, sorted(
+            (scope, sorted(table.items())) for scope, table in self._mappings.tax_codes.items())]
+        if tax != ["", "exclusive", "auto", []]:  # no tax settings: the hash is what it always was
+            raw += json.dumps(tax)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def _upsert_items(self, parts: list[Part], *, update_existing: bool) -> dict[str, str]:
@@ -677,6 +683,8 @@ class Syncer:
                 self._fail(PO_KIND, po.id, exc)
         # 3. look the QBO POs up by DocNumber, in bulk
         existing = self._lookup_pos([*desired, *(po.id for po in canceled)])
+        if refs.global_tax:
+            self._keep_tax_calculation(desired, existing, refs, item_ids)
         # 4. diff (pure)
         writes: list[_Write] = []
         for doc, (po, body) in desired.items():
@@ -738,6 +746,24 @@ class Syncer:
         """The QBO PO id ionqbo wrote (or adopted) for this ION PO, from the ledger."""
         entry = self._state.ledger.get(f"{PO_KIND}:{po_id}")
         return entry.qbo_id if entry is not None and entry.qbo_id else None
+
+    def _keep_tax_calculation(self, desired: dict[str, tuple[PurchaseOrder, dict[str, Any]]],
+                              existing: dict[str, list[dict[str, Any]]], refs: mapping.References,
+                              item_ids: dict[str, str]) -> None:
+        """A QBO PO with a bill linked keeps its GlobalTaxCalculation: its lines are mapped under it.
+
+        Changing a PO between tax-exclusive and tax-inclusive re-states every amount on it, and a bill
+        received against it was entered under the old one; so the PO's own setting is kept.
+        """
+        for doc, (po, body) in list(desired.items()):
+            found = existing.get(doc, [])
+            current = found[0] if len(found) == 1 else None
+            if current is None or not _has_linked_bill(current):
+                continue
+            kept = current.get("GlobalTaxCalculation")
+            if kept in mapping.GLOBAL_TAX_CALCULATIONS and kept != body.get("GlobalTaxCalculation"):
+                log.info("purchase order %s has a linked bill: keeping its GlobalTaxCalculation %s", doc, kept)
+                desired[doc] = (po, mapping.po_to_payload(po, refs, item_ids, tax_calculation=str(kept)))
 
     def _lookup_pos(self, docs: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
@@ -831,6 +857,8 @@ class Syncer:
     def _handle_fault(self, w: _Write, fault: QboFault | None, *, last_round: bool) -> _Write | None:
         """Decide what a per-item fault means; returns a write to try again this run, or None."""
         code = fault.code if fault is not None else ""
+        if fault is not None and _names_tax_code(fault):
+            self._forget_tax_lists()
         if code in ("2500", "610") and w.part_ids and not self._options.dry_run:
             # A reference QBO no longer accepts: maybe an item made inactive or deleted. Forget the
             # ledger's item ids so the retry looks them up again.
@@ -945,6 +973,10 @@ class Syncer:
                 classes=raw["Class"],
                 company_currencies=raw.get("CompanyCurrency", []),
                 preferences=raw["Preferences"],
+                company_info=raw.get("CompanyInfo"),
+                tax_codes=raw.get("TaxCode", []),
+                tax_rates=raw.get("TaxRate", []),
+                settings=self.settings,
                 ap_account_id=self.settings.qbo_ap_account_id,
                 fee_account_id=self.settings.qbo_fee_account_id,
                 asset_account_id=self.settings.qbo_inventory_asset_account_id,
@@ -954,6 +986,14 @@ class Syncer:
                 item_name_template=self.settings.item_name_template,
             )
         return self._refs
+
+    def _forget_tax_lists(self) -> None:
+        """A fault named a tax code: read TaxCode and TaxRate again (CDC never says they changed)."""
+        cache = self._state.cache.get(REFS_CACHE_KEY)
+        if isinstance(cache, dict):
+            cache.pop("TaxCode", None)
+            cache.pop("TaxRate", None)
+        self._refs = None
 
     def _reference_data(self) -> dict[str, Any]:
         now = self.now()
@@ -966,10 +1006,12 @@ class Syncer:
             # QBO's own time of that answer (not this machine's clock): the next CDC asks for what
             # changed since then, and the reads below come after it, so nothing falls between.
             read_at = self._qbo_time(now)
-            raw = {"Preferences": prefs, "preferences_at": read_at.isoformat(), "fetched_at": read_at.isoformat()}
+            raw = {"Preferences": prefs, "preferences_at": read_at.isoformat(), "fetched_at": read_at.isoformat(),
+                   "CompanyInfo": self.qbo.company_info()}
             for entity in self._ref_entities(prefs):
                 raw[entity] = list(self.qbo.query_all(entity, "Active IN (true, false)"))
             raw.setdefault("CompanyCurrency", [])
+        self._tax_lists(raw)
         raw.update({"version": 1, "realm_id": self.realm_id})
         if not self._options.dry_run:
             self._state.cache[REFS_CACHE_KEY] = raw
@@ -979,6 +1021,19 @@ class Syncer:
         """QBO's time of its last answer (the ``time`` in its body), else this machine's clock."""
         when = getattr(self.qbo, "last_time", None)
         return when if isinstance(when, datetime) and when.tzinfo is not None else fallback
+
+    def _tax_lists(self, raw: dict[str, Any]) -> None:
+        """TaxCode and TaxRate, for a non-US company, read as lists when not cached (no CDC for them)."""
+        info = raw.get("CompanyInfo")
+        global_tax = mapping.References.build(company_info=info if isinstance(info, dict) else None,
+                                              tax_model=self.settings.tax_model).global_tax
+        if not global_tax:
+            raw.pop("TaxCode", None)
+            raw.pop("TaxRate", None)
+            return
+        for entity in ("TaxCode", "TaxRate"):
+            if not isinstance(raw.get(entity), list):
+                raw[entity] = list(self.qbo.query_all(entity, "Active IN (true, false)"))
 
     @staticmethod
     def _ref_entities(prefs: dict[str, Any]) -> list[str]:
@@ -992,6 +1047,7 @@ class Syncer:
             fetched = datetime.fromisoformat(str(cache["fetched_at"]))
             prefs_at = datetime.fromisoformat(str(cache["preferences_at"]))
             raw = {k: cache[k] for k in ("Vendor", "Account", "Class", "CompanyCurrency", "Preferences")}
+            raw.update({k: cache[k] for k in ("CompanyInfo", "TaxCode", "TaxRate") if k in cache})
         except (KeyError, TypeError, ValueError):
             return None
         if fetched.tzinfo is None or prefs_at.tzinfo is None:
@@ -1036,9 +1092,14 @@ class Syncer:
                 else:
                     by_id[str(obj.get("Id"))] = obj
             raw[entity] = list(by_id.values())
-        if qbo_now - prefs_at > PREFERENCES_TTL or prefs_at - qbo_now > CDC_SKEW:
+        if (qbo_now - prefs_at > PREFERENCES_TTL or prefs_at - qbo_now > CDC_SKEW
+                or not isinstance(raw.get("CompanyInfo"), dict)):
+            # Company info and the tax lists change as rarely as preferences, and CDC carries none of them.
             raw["Preferences"] = self.qbo.preferences()
             prefs_at = self._qbo_time(qbo_now)
+            raw["CompanyInfo"] = self.qbo.company_info()
+            raw.pop("TaxCode", None)
+            raw.pop("TaxRate", None)
         raw["preferences_at"] = prefs_at.isoformat()
         raw["fetched_at"] = qbo_now.isoformat()
         return raw
@@ -1086,6 +1147,23 @@ def _hash(body: dict[str, Any]) -> str:
 
 def _label(kind: str) -> str:
     return kind.replace("_", " ")
+
+
+def _has_linked_bill(po: dict[str, Any]) -> bool:
+    """A bill is linked to the PO (its LinkedTxn, or a line's)."""
+    links = list(po.get("LinkedTxn") or [])
+    for line in po.get("Line") or []:
+        if isinstance(line, dict):
+            links.extend(line.get("LinkedTxn") or [])
+    return any(isinstance(link, dict) and link.get("TxnType") == "Bill" for link in links)
+
+
+def _names_tax_code(fault: QboFault) -> bool:
+    """The fault is about a tax code (an unknown, inactive or sales-only code, or a line without one)."""
+    parts = [str(getattr(fault, attr, "") or "") for attr in ("message", "detail")]
+    parts += [str(getattr(error, "element", "") or "") for error in fault.errors]
+    text = " ".join(parts).lower()
+    return "taxcode" in text or "tax code" in text or "gst/vat" in text or "tax rate" in text
 
 
 def _duplicates_error(doc: str, found: list[dict[str, Any]]) -> RecordError:

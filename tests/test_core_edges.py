@@ -158,7 +158,7 @@ def test_every_problem_in_the_mappings_file_is_reported_wherever_it_is() -> None
         '[suppliers."Globex"]\nEURO = "5"\nUSD = "x"\nGBP = "7"\n[suppliers.Zed]\nUSD = "z"\n'
     )
     assert problems == [
-        "IONQBO_MAPPINGS: unknown table [other] (expected one of: suppliers, expense_codes, classes, fees, items)",
+        "IONQBO_MAPPINGS: unknown table [other] (expected one of: suppliers, expense_codes, classes, fees, items, tax_codes)",
         'IONQBO_MAPPINGS: [fees] "Shipping" = \'x\' must be a QBO account id (the digits in its QuickBooks URL, e.g. "41")',
         'IONQBO_MAPPINGS: [fees] "": the name is empty',
         'IONQBO_MAPPINGS: [fees] "b" repeats [fees] "B" (names ignore case)',

@@ -69,6 +69,12 @@ def golden_refs(patch: dict[str, Any] | None = None) -> References:
         income_account_id=data["income_account_id"],
         cogs_account_id=data["cogs_account_id"],
         item_name_template=data["item_name_template"],
+        company_info=data["company_info"],
+        tax_codes=data["tax_codes"],
+        tax_rates=data["tax_rates"],
+        purchase_tax_code=data["purchase_tax_code"],
+        tax_amounts=data["tax_amounts"],
+        tax_model=data["tax_model"],
     )
 
 
@@ -470,6 +476,7 @@ def test_po_owned_fields() -> None:
         "ShipAddr",
         "Line",
         "POStatus",
+        "GlobalTaxCalculation",  # non-US companies only; a US payload never carries it
     }
 
 
@@ -645,3 +652,40 @@ def test_references_build_takes_ids_and_template_from_settings() -> None:
     assert refs.multicurrency is True
     assert refs.home_currency == "USD"
     assert refs.class_tracking_per_line is False
+
+
+# ---- tax codes (non-US companies) ------------------------------------------------------------
+
+
+def test_tax_code_tables_parse_and_report_every_problem() -> None:
+    parsed = parse_mappings('[tax_codes.expense_codes]\n"6100" = "GST"\n[tax_codes.fees]\n"Shipping" = 21\n'
+                            '[tax_codes.parts]\n"820412-001" = "GST free"\n[tax_codes.suppliers]\n"Acme" = "10"\n')
+    assert parsed.tax_lookup("expense_codes", " 6100 ") == "GST"
+    assert parsed.tax_lookup("fees", "shipping") == "21"
+    assert parsed.tax_lookup("parts", "820412-001") == "GST free"
+    assert parsed.tax_lookup("suppliers", "ACME") == "10"
+    # an empty [tax_codes] leaves repr (and so the sync's settings hash) as it was before tax codes existed
+    assert "tax_codes" not in repr(parse_mappings('[fees]\n"Expedite" = "92"\n'))
+    with pytest.raises(ConfigError) as caught:
+        parse_mappings('[tax_codes.classes]\n"R&D" = "GST"\n[tax_codes.fees]\n"Shipping" = ""\n"x" = true\n')
+    text = str(caught.value)
+    assert "[tax_codes.classes]" in text and '"Shipping"' in text and '"x"' in text
+
+
+def test_tax_codes_matter_only_outside_the_us() -> None:
+    refs = golden_refs({"purchase_tax_code": "GST"})
+    assert refs.country is None and not refs.global_tax
+    assert golden_refs({"company_info": {"Country": "US"}}).global_tax is False
+    assert golden_refs({"company_info": {"Country": "AU"}}).global_tax is True
+    assert golden_refs({"company_info": {"Country": "GB"}, "tax_model": "us"}).global_tax is False
+    assert golden_refs({"tax_model": "global"}).global_tax is True
+
+
+def test_inclusive_amounts_keep_quantity_times_rate_and_ion_gross() -> None:
+    from ionqbo.mapping import net_of_tax, tax_on
+
+    for gross in ("1.00", "0.05", "33.33", "1020.00", "99999.99"):
+        for rate in ("10", "20", "13", "14.975", "0"):
+            net = net_of_tax(Decimal(gross), Decimal(rate))
+            # QBO adds tax on the net: within a cent of ION's gross
+            assert abs(net + tax_on(net, Decimal(rate)) - Decimal(gross)) <= Decimal("0.01")

@@ -61,19 +61,40 @@ QBO_CURRENCIES = [
 ]
 
 
-def qbo_sample(*, multicurrency: bool = True) -> dict[str, Any]:
-    """The sample company in the QBO emulator's load format."""
+# The same shop in another country: its QBO company's home currency and name, and where it ships to.
+# The tax codes come with the emulated company (ionqbo.sandbox.qbo_tax).
+COUNTRY_SHOPS: dict[str, dict[str, Any]] = {
+    "AU": {"currency": "AUD", "currency_name": "Australian Dollar", "name": "Resonant Machine Works Pty Ltd",
+           "ship_to": {"name": "Resonant Machine Works", "street1": "8 Foundry Rd", "street2": "Dock 2",
+                       "city": "Port Melbourne", "state": "VIC", "postalCode": "3207", "country": "Australia"}},
+    "GB": {"currency": "GBP", "currency_name": "British Pound Sterling", "name": "Resonant Machine Works Ltd",
+           "ship_to": {"name": "Resonant Machine Works", "street1": "14 Forge Lane", "street2": "Unit 3",
+                       "city": "Sheffield", "state": None, "postalCode": "S9 2RX", "country": "United Kingdom"}},
+    "CA": {"currency": "CAD", "currency_name": "Canadian Dollar", "name": "Resonant Machine Works Inc.",
+           "ship_to": {"name": "Resonant Machine Works", "street1": "55 Mill St", "street2": "Bay 6",
+                       "city": "Mississauga", "state": "ON", "postalCode": "L5B 1B1", "country": "Canada"}},
+}
+
+
+def qbo_sample(*, multicurrency: bool = True, country: str = "US") -> dict[str, Any]:
+    """The sample company in the QBO emulator's load format (outside the US: in its home currency)."""
+    shop = COUNTRY_SHOPS.get(country)
+    home = shop["currency"] if shop else "USD"
     data: dict[str, Any] = {
         "Account": copy.deepcopy(QBO_ACCOUNTS),
         "Vendor": copy.deepcopy(QBO_VENDORS),
         "Class": copy.deepcopy(QBO_CLASSES),
-        "Preferences": {"CurrencyPrefs": {"MultiCurrencyEnabled": multicurrency, "HomeCurrency": {"value": "USD"}}},
-        "CompanyInfo": {"CompanyName": "Resonant Machine Works (sandbox)", "Country": "US"},
+        "Preferences": {"CurrencyPrefs": {"MultiCurrencyEnabled": multicurrency, "HomeCurrency": {"value": home}}},
+        "CompanyInfo": {"CompanyName": f"{shop['name'] if shop else 'Resonant Machine Works'} (sandbox)",
+                        "Country": country if shop else "US"},
     }
+    for vendor in data["Vendor"]:
+        if vendor["CurrencyRef"]["value"] == "USD":
+            vendor["CurrencyRef"]["value"] = home
     if multicurrency:
         data["CompanyCurrency"] = copy.deepcopy(QBO_CURRENCIES)
     else:
-        data["Vendor"] = [v for v in data["Vendor"] if v["CurrencyRef"]["value"] == "USD"]
+        data["Vendor"] = [v for v in data["Vendor"] if v["CurrencyRef"]["value"] == home]
     return data
 
 
@@ -163,12 +184,19 @@ ION_PURCHASE_ORDERS = [
 ]
 
 
-def ion_sample() -> dict[str, Any]:
-    """The sample shop in the ION emulator's load format."""
-    return copy.deepcopy({
+def ion_sample(*, country: str = "US") -> dict[str, Any]:
+    """The sample shop in the ION emulator's load format (outside the US: its home currency and address)."""
+    sample = copy.deepcopy({
         "suppliers": ION_SUPPLIERS,
         "currencies": ION_CURRENCIES,
         "users": ION_USERS,
         "parts": ION_PARTS,
         "purchaseOrders": ION_PURCHASE_ORDERS,
     })
+    shop = COUNTRY_SHOPS.get(country)
+    if shop is not None:
+        sample["currencies"][0].update(code=shop["currency"], name=shop["currency_name"])
+        for po in sample["purchaseOrders"]:
+            if po.get("shippingAddress"):
+                po["shippingAddress"] = copy.deepcopy(shop["ship_to"])
+    return sample

@@ -17,6 +17,10 @@ Routes (all answers carry an ``intuit_tid`` header):
   ``POST settings`` (``rate_limits``, ``access_token_lifetime``, ``refresh_grace``, ``latency``,
   ``replay_faults``, ``faults_on_token``), ``POST refresh-token`` (a fresh consent's refresh token).
 
+A company outside the US (``QboEmulator(country="AU")``, "GB" (or "UK"), "CA"; ``ionqbo sandbox
+--country``) has its country's TaxCode and TaxRate lists and the global tax rules of
+:mod:`ionqbo.sandbox.qbo_tax` on purchase orders; a reset keeps the country.
+
 Counters: ``total`` counts every non-admin request; ``token``, ``read``, ``query``, ``create``,
 ``update``, ``delete``, ``batch``, ``cdc``, ``preferences`` and ``companyinfo`` count requests that
 passed fault injection, authentication and throttling (a ``requestid`` replay counts as ``replayed``,
@@ -42,6 +46,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
+from ionqbo.sandbox import qbo_tax
 from ionqbo.sandbox.httpd import Faults, Request, Response, json_response, text_response
 from ionqbo.sandbox.qbo_query import QueryError, offset_tz, parse_query, run_query
 from ionqbo.sandbox.qbo_schema import QboModel, SchemaViolation
@@ -65,8 +70,11 @@ BATCH_PER_MINUTE = (40, 60.0)
 RESOURCES = {
     "purchaseorder": "PurchaseOrder", "item": "Item", "vendor": "Vendor", "account": "Account",
     "class": "Class", "customer": "Customer", "employee": "Employee", "companycurrency": "CompanyCurrency",
+    "taxcode": "TaxCode", "taxrate": "TaxRate",  # read and query only (qbo_tax: the TaxService makes them)
 }
-LIST_ENTITIES = frozenset({"Vendor", "Customer", "Employee", "Account", "Class", "Item", "CompanyCurrency"})
+LIST_ENTITIES = frozenset({"Vendor", "Customer", "Employee", "Account", "Class", "Item", "CompanyCurrency",
+                           "TaxCode", "TaxRate"})
+TAX_ENTITIES = frozenset({"TaxCode", "TaxRate"})
 NAME_NAMESPACE = frozenset({"Vendor", "Customer", "Employee"})  # DisplayName unique across these
 
 # The schema every request body is checked against, at every depth (qbo_schema.py; derived from
@@ -678,6 +686,11 @@ class _Rules:
                 next_line += 1
             line["LineNum"] = index + 1
         body["TotalAmt"] = float(total)
+        if qbo_tax.is_global(store.company_info):
+            try:
+                qbo_tax.apply(body, store.get)
+            except qbo_tax.TaxRuleError as exc:
+                raise QboFault(exc.code, exc.detail, element=exc.element) from None
         self.fill_names(body)
 
     def doc_number(self, body: Json, old: Json | None, allow_duplicate: bool) -> None:
@@ -750,7 +763,10 @@ class _Rules:
                                f"equal to the Qty * UnitPrice. Supplied value:{amount}, expected:{expected}",
                                element=f"{where}.Amount")
         detail.setdefault("BillableStatus", "NotBillable")
-        detail.setdefault("TaxCodeRef", {"value": "NON"})
+        if not qbo_tax.is_global(self.store.company_info):
+            # US only: Intuit's PurchaseOrder sample answer shows an item line's TaxCodeRef "NON" that
+            # the request did not send. A non-US company never gets a tax code it was not sent (qbo_tax).
+            detail.setdefault("TaxCodeRef", {"value": "NON"})
         return amount
 
     # -- names on references --
@@ -790,8 +806,10 @@ class QboEmulator:
     def __init__(self, *, realm_id: str = "9341455130", client_id: str = "qbo-sandbox-client",
                  client_secret: str | None = None, access_token_lifetime: float = 3600.0,
                  refresh_grace: float = 0.0, rate_limits: bool = False,
-                 clock: Callable[[], float] = time.time, seed: int | None = None) -> None:
+                 clock: Callable[[], float] = time.time, seed: int | None = None, country: str = "US") -> None:
         self.realm_id = realm_id
+        self.country = qbo_tax.country_code(country)
+        qbo_tax.company_data(self.country)  # an unknown country fails here, not at the first reset
         self.client_id = client_id
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self.client_secret = client_secret or "".join(self._rng.choice("0123456789abcdef") for _ in range(40))
@@ -817,6 +835,8 @@ class QboEmulator:
         self._limiter = _RateLimiter()
         self._replay: dict[tuple[str, str], Response] = {}
         self.reset_counters()
+        if self.country != "US":
+            self.load(qbo_tax.company_data(self.country))
 
     # ---- Python admin interface ----
 
@@ -847,6 +867,7 @@ class QboEmulator:
         Args:
             data: ``{"Account": [...], "Vendor": [...], "Class": [...], "Item": [...],
                 "CompanyCurrency": [...], "Customer": [...], "Employee": [...], "PurchaseOrder": [...],
+                "TaxRate": [...], "TaxCode": [...],
                 "Preferences": {deep-merged overrides}, "CompanyInfo": {deep-merged overrides}}``.
 
         Returns:
@@ -858,8 +879,8 @@ class QboEmulator:
                 _deep_merge(self.store.preferences, data["Preferences"])
             if data.get("CompanyInfo"):
                 _deep_merge(self.store.company_info, data["CompanyInfo"])
-            order = ("CompanyCurrency", "Account", "Class", "Vendor", "Customer", "Employee", "Item",
-                     "PurchaseOrder")
+            order = ("CompanyCurrency", "TaxRate", "TaxCode", "Account", "Class", "Vendor", "Customer",
+                     "Employee", "Item", "PurchaseOrder")
             unknown = set(data) - set(order) - {"Preferences", "CompanyInfo"}
             if unknown:
                 raise ValueError(f"unknown entities in load data: {sorted(unknown)}")
@@ -1238,6 +1259,9 @@ class QboEmulator:
     def _write(self, entity: str, kind: str, raw: Json, include: set[str]) -> Json:
         """Create, update (full or sparse) or delete one entity; returns the stored object."""
         store = self.store
+        if entity in TAX_ENTITIES:
+            raise QboFault("500", f"Unsupported Operation: {entity} is created and changed through the TaxService "
+                           "endpoint, not as an entity")
         try:
             raw = MODEL.check(entity, raw)  # QBO reads the body into the schema's types before any rule
         except SchemaViolation as violation:
@@ -1358,7 +1382,7 @@ class QboEmulator:
             if entity not in RESOURCES.values() or not isinstance(item[entity], dict):
                 raise QboFault("500", f"Unsupported Operation: batch item entity {entity or '?'}")
             self._count("writes")
-            payload = json.loads(json.dumps(item[entity], default=str), parse_float=Decimal)
+            payload = copy.deepcopy(item[entity])  # already parsed with Decimal numbers (_body)
             return {"bId": bid, entity: self._write(entity, operation, payload, include)}
         except QboFault as fault:
             return {"bId": bid, "Fault": fault.fault()}
@@ -1370,7 +1394,7 @@ class QboEmulator:
         lookup = {e.lower(): e for e in RESOURCES.values()}
         entities = []
         for name in names:
-            if name.lower() not in lookup:
+            if name.lower() not in lookup or lookup[name.lower()] in TAX_ENTITIES:
                 raise QboFault("2010", f"Unsupported entity for change data capture: {name}",
                                element="entities")
             entities.append(lookup[name.lower()])

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ionqbo.sandbox import data
+from ionqbo.sandbox import data, qbo_tax
 from ionqbo.sandbox.httpd import App, Server
 from ionqbo.sandbox.ion import IonEmulator, schema_file_text
 from ionqbo.sandbox.qbo import QboEmulator
@@ -33,6 +33,9 @@ class Sandbox:
         latency: seconds added to every QBO API answer.
         ion_schema: an SDL file the ION emulator serves instead of its reference schema (the variants
             in ``ionqbo/sandbox/ion-schemas/`` show how its fields map onto the emulator's records).
+        country: the QBO company's country: US (default), AU, GB (or UK), CA. Outside the US the
+            company has its country's tax codes and home currency, and the sample data is in that
+            currency; ``env()`` then sets QBO_PURCHASE_TAX_CODE to the code most purchases take.
     """
 
     sample: bool = True
@@ -42,19 +45,21 @@ class Sandbox:
     rate_limits: bool = False
     latency: float = 0.0
     ion_schema: Path | None = None
+    country: str = "US"
     ion: IonEmulator = field(init=False)
     qbo: QboEmulator = field(init=False)
     _servers: list[Server] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
+        self.country = qbo_tax.country_code(self.country)
         sdl = schema_file_text(Path(self.ion_schema)) if self.ion_schema is not None else None
         self.ion = IonEmulator(schema_sdl=sdl)
-        self.qbo = QboEmulator(rate_limits=self.rate_limits)
+        self.qbo = QboEmulator(rate_limits=self.rate_limits, country=self.country)
         if self.latency:
             self.qbo.faults.configure(latency=self.latency)
         if self.sample:
-            self.ion.load(data.ion_sample())
-            self.qbo.load(data.qbo_sample(multicurrency=self.multicurrency))
+            self.ion.load(data.ion_sample(country=self.country))
+            self.qbo.load(data.qbo_sample(multicurrency=self.multicurrency, country=self.country))
         elif not self.multicurrency:
             self.qbo.load({"Preferences": {"CurrencyPrefs": {"MultiCurrencyEnabled": False}}})
 
@@ -114,4 +119,6 @@ class Sandbox:
             "QBO_COGS_ACCOUNT_ID": data.COGS_ACCOUNT_ID,
             "QBO_FEE_ACCOUNT_ID": data.FEE_ACCOUNT_ID,
         }
+        if self.country in qbo_tax.DEFAULT_PURCHASE_CODE:
+            values["QBO_PURCHASE_TAX_CODE"] = qbo_tax.DEFAULT_PURCHASE_CODE[self.country]
         return {k: str(v) for k, v in values.items()}
