@@ -433,8 +433,11 @@ def check_mappings(as_json: bool, save_schema: str | None) -> None:
 @click.option("--ion-schema", "ion_schema", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
               help="Serve this ION schema (SDL) instead of the reference one, e.g. a schema saved by "
                    "`check-mappings --save-ion-schema` or a variant from ionqbo/sandbox/ion-schemas/.")
+@click.option("--allow-duplicate-docnumbers", is_flag=True,
+              help="The QBO emulator accepts a second purchase order with a DocNumber already in use "
+                   "(default: refused with 6140).")
 def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multicurrency: bool,
-            rate_limits: bool, latency: float, ion_schema: str | None) -> None:
+            rate_limits: bool, latency: float, ion_schema: str | None, allow_duplicate_docnumbers: bool) -> None:
     """Serve the built-in ION and QBO emulators on 127.0.0.1 until stopped.
 
     \b
@@ -448,7 +451,8 @@ def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multi
 
         box = Sandbox(sample=not empty, multicurrency=not no_multicurrency, ion_port=ion_port, qbo_port=qbo_port,
                       rate_limits=rate_limits, latency=latency,
-                      ion_schema=Path(ion_schema) if ion_schema else None).start()
+                      ion_schema=Path(ion_schema) if ion_schema else None,
+                      allow_duplicate_docnumbers=allow_duplicate_docnumbers).start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
