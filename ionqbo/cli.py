@@ -437,8 +437,12 @@ def check_mappings(as_json: bool, save_schema: str | None) -> None:
               show_default=True,
               help="The QBO company's country: outside the US it has that country's tax codes and home currency, "
                    "and every PO line needs a tax code.")
+@click.option("--allow-duplicate-docnumbers", is_flag=True,
+              help="The QBO emulator accepts a second purchase order with a DocNumber already in use "
+                   "(default: refused with 6140).")
 def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multicurrency: bool,
-            rate_limits: bool, latency: float, ion_schema: str | None, country: str) -> None:
+            rate_limits: bool, latency: float, ion_schema: str | None, country: str,
+            allow_duplicate_docnumbers: bool) -> None:
     """Serve the built-in ION and QBO emulators on 127.0.0.1 until stopped.
 
     \b
@@ -453,7 +457,8 @@ def sandbox(print_env: bool, ion_port: int, qbo_port: int, empty: bool, no_multi
 
         box = Sandbox(sample=not empty, multicurrency=not no_multicurrency, ion_port=ion_port, qbo_port=qbo_port,
                       rate_limits=rate_limits, latency=latency, country=country,
-                      ion_schema=Path(ion_schema) if ion_schema else None).start()
+                      ion_schema=Path(ion_schema) if ion_schema else None,
+                      allow_duplicate_docnumbers=allow_duplicate_docnumbers).start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:

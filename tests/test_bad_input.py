@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Env, Run, make_env
+from conftest import ION_LAG, Env, Run, duplicates_found, make_env, refusals
 
 FIXTURES = sorted((Path(__file__).parent / "bad_input").glob("*.json"))
 FIGURES = Path("/tmp/ionqbo-reliability")
@@ -47,6 +47,8 @@ class Corpus:
     second_dump: dict[str, Any]
     third: Run
     third_writes: int
+    duplicates: list[int] = field(default_factory=list)  # duplicates_found after each run
+    refusals: int = 0  # duplicate refusals QBO sent over the three runs
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,7 +70,7 @@ def _apply_ion(box: Any, op: dict[str, Any]) -> None:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
     from ionqbo.sandbox.server import Sandbox
 
-    box = Sandbox(sample=True, multicurrency=True).start()
+    box = Sandbox(sample=True, multicurrency=True, ion_lag=ION_LAG).start()
     try:
         tmp = tmp_path_factory.mktemp("bad_input")
         env = make_env(box, tmp)
@@ -88,6 +90,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
                 box.ion.add_purchase_order(case["po"])
         first = env.run("sync", "--json")
         first_dump = box.qbo.dump()
+        found = [duplicates_found(box)]
         first_status = env.run("status", "--json").json()
 
         mappings = ""
@@ -104,9 +107,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
             env.set(IONQBO_MAPPINGS=str(path))
         second = env.run("sync", "--json")
         second_dump = box.qbo.dump()
+        found.append(duplicates_found(box))
+        refused = refusals(box)
         box.qbo.reset_counters()
         third = env.run("sync", "--json")
-        yield Corpus(env, first, first_dump, first_status, second, second_dump, third, box.qbo.counters["writes"])
+        found.append(duplicates_found(box))
+        yield Corpus(env, first, first_dump, first_status, second, second_dump, third, box.qbo.counters["writes"],
+                     duplicates=found, refusals=refused + refusals(box))
     finally:
         box.stop()
 
@@ -155,6 +162,9 @@ def test_the_corpus_is_big_enough() -> None:
 
 
 def test_exit_codes_and_no_duplicates(corpus: Corpus) -> None:
+    figures = _write_figures(corpus)
+    # QBO refused no duplicate: ionqbo looked before every create (a refusal would hide a missing lookup)
+    assert (figures["duplicates_found"], figures["records_lost"], figures["duplicate_refusals"]) == (0, 0, 0), figures
     assert corpus.first.code == 3, corpus.first.stderr
     assert corpus.second.code == 0, (corpus.second.stderr, corpus.second.json()["failures"])
     assert corpus.third.code == 0
@@ -170,7 +180,6 @@ def test_exit_codes_and_no_duplicates(corpus: Corpus) -> None:
         assert not dump.get("deleted")
     # one line each on stderr for a failure, never a traceback
     assert "Traceback" not in corpus.first.stderr + corpus.second.stderr
-    _write_figures(corpus)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["file"].removesuffix(".json") for c in CASES])
@@ -208,7 +217,18 @@ def test_after_the_fix(case: dict[str, Any], corpus: Corpus) -> None:
     assert len(_pos(corpus.second_dump, _doc(case))) == 1
 
 
-def _write_figures(corpus: Corpus) -> None:
+def _lost(corpus: Corpus) -> list[str]:
+    """Records that should be in QBO and are not, counted from QBO's contents: a legitimate record
+    after the first run, and after the fixes every record whose fix does not take it off the queue."""
+    def doc(case: dict[str, Any]) -> str:
+        return str((case.get("check") or {}).get("po", _doc(case)))
+
+    lost = [c["file"] for c in CASES if c["expect"] == "sync" and not _pos(corpus.first_dump, doc(c))]
+    return lost + [c["file"] for c in CASES if c.get("after_fix") != "unqueued"
+                   and not _pos(corpus.second_dump, doc(c))]
+
+
+def _write_figures(corpus: Corpus) -> dict[str, Any]:
     first = corpus.first.json()
     figures = {
         "bad_inputs_tried": len(CASES),
@@ -218,9 +238,11 @@ def _write_figures(corpus: Corpus) -> None:
                       "purchase_orders": first["purchase_orders"], "parts": first["parts"]},
         "after_fixes": {"exit_code": corpus.second.code, "purchase_orders": corpus.second.json()["purchase_orders"]},
         "fix_side": dict(collections.Counter((c.get("fix") or {}).get("side", "none") for c in CASES)),
-        "duplicates_found": 0,
-        "records_lost": 0,
+        "duplicates_found": max(corpus.duplicates),
+        "duplicate_refusals": corpus.refusals,
+        "records_lost": len(_lost(corpus)),
     }
     FIGURES.mkdir(parents=True, exist_ok=True)
     (FIGURES / "bad_input.json").write_text(json.dumps(figures, indent=2))
     print("bad-input figures:", json.dumps(figures))
+    return figures

@@ -31,13 +31,15 @@ def _clean_env() -> dict[str, str]:
 
 
 def test_sandbox_print_env_then_sync_against_it(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*CLI, "sandbox", "--print-env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_clean_env())
+    proc = subprocess.Popen([*CLI, "sandbox", "--print-env", "--allow-duplicate-docnumbers"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_clean_env())
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline().strip() for _ in range(len(PRINT_ENV_KEYS) + 3)]
         values = dict(line.split("=", 1) for line in lines if "=" in line)
         assert set(values) >= PRINT_ENV_KEYS
+        knobs = requests.post(f"{values['QBO_BASE_URL']}/_admin/settings", json={}, timeout=10).json()
+        assert knobs["allow_duplicate_docnumbers"] is True  # the lenient reading of QBO's DocNumber rule
         env_file = tmp_path / "sandbox.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items())
                             + f"IONQBO_STATE_DIR={tmp_path / 'state'}\n")

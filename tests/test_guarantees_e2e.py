@@ -30,7 +30,7 @@ import requests
 
 from ionqbo.sandbox.httpd import App, Request, Response
 
-from conftest import Env, make_env
+from conftest import ION_LAG, Env, make_env
 
 ORDERED = {"1042", "1043", "1044"}
 
@@ -58,7 +58,7 @@ class Tap:
 def tapped(tmp_path: Path) -> Iterator[tuple[Env, Tap]]:
     from ionqbo.sandbox.server import Sandbox
 
-    box = Sandbox(sample=True, multicurrency=True)
+    box = Sandbox(sample=True, multicurrency=True, ion_lag=ION_LAG)
     tap = Tap()
     box.start(tap=tap.wrap)
     try:

@@ -9,6 +9,10 @@
   a new consent (exit 4), and the next sync still works.
 - A sync killed with SIGKILL while it holds the lock does not block the next run; nor does a lock
   file that names a process that is gone.
+
+Each runs against both readings of QBO's duplicate-DocNumber rule (conftest.QBO_MODES): lenient QBO
+accepts a second PO with a DocNumber in use, so one PO per DocNumber is ionqbo's doing; strict QBO
+would refuse it, and the refusals it sent (6140, 6240) must be 0.
 """
 
 from __future__ import annotations
@@ -18,9 +22,17 @@ import json
 import signal
 from pathlib import Path
 
-from conftest import Env, po_batches_after
+import pytest
 
+from conftest import QBO_MODES, Env, duplicates_found, po_batches_after, refusals
+
+pytestmark = pytest.mark.parametrize("sandbox", QBO_MODES, indirect=True)
 ORDERED = {"1042", "1043", "1044"}
+
+
+def _one_of_each(env: Env) -> None:
+    """QBO holds one PO per DocNumber and one item per part, and refused no duplicate."""
+    assert (duplicates_found(env.box), refusals(env.box)) == (0, 0), env.box.qbo.counters
 
 
 def _add_pos(env: Env, count: int, first: int = 7000) -> None:
@@ -97,6 +109,7 @@ def test_two_syncs_started_together_one_runs_the_other_exits_75(env: Env) -> Non
     counts = _docs(env)
     assert set(counts) == ORDERED | {str(7000 + i) for i in range(60)}
     assert all(n == 1 for n in counts.values())
+    _one_of_each(env)
     state = json.loads((env.state_dir / "state.json").read_text())
     assert state["last_run"]["exit_code"] == 3  # the winner's run, not overwritten by the loser
 
@@ -124,6 +137,7 @@ def test_processes_refreshing_the_token_at_once_never_lose_the_refresh_token(env
     assert after.code == 3, after.stderr  # the stored refresh token still works
     tokens = env.run("status", "--json").json()["tokens"]
     assert tokens["connected"] is True and tokens["warnings"] == []
+    _one_of_each(env)
 
 
 def test_a_lock_left_by_a_killed_sync_does_not_block_the_next_run(env: Env) -> None:
@@ -149,6 +163,7 @@ def test_a_lock_left_by_a_killed_sync_does_not_block_the_next_run(env: Env) -> N
     counts = _docs(env)
     assert all(n == 1 for n in counts.values())
     assert set(counts) == ORDERED | {str(7000 + i) for i in range(60)}
+    _one_of_each(env)
 
 
 def test_a_lock_file_naming_a_gone_process_does_not_block(env: Env) -> None:
@@ -157,3 +172,4 @@ def test_a_lock_file_naming_a_gone_process_does_not_block(env: Env) -> None:
     run = env.run("sync", "--json")
     assert run.code == 3, run.stderr
     assert _docs(env) == collections.Counter(ORDERED)
+    _one_of_each(env)

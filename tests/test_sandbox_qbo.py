@@ -504,6 +504,36 @@ def test_duplicate_doc_number_and_allowduplicatedocnum(env: Env) -> None:
     assert allowed.status_code == 200
 
 
+def test_duplicate_refusals_are_counted_and_lenient_docnumbers_are_accepted(env: Env) -> None:
+    assert env.post("purchaseorder", po_body(DocNumber="1042")).status_code == 200
+    assert fault_of(env.post("purchaseorder", po_body(DocNumber="1042")))["code"] == "6140"
+    assert fault_of(env.post("purchaseorder", po_body(DocNumber="1042"), requestid="r1"))["code"] == "6140"
+    env.post("purchaseorder", po_body(DocNumber="1042"), requestid="r1")  # a replay is not a new refusal
+    env.post("purchaseorder", po_body(DocNumber="PO-" + "9" * 30))  # refused, but not as a duplicate
+    batch = {"BatchItemRequest": [{"bId": "b1", "operation": "create", "Item": inventory_item(Name="garden supplies")},
+                                  {"bId": "b2", "operation": "create", "PurchaseOrder": po_body(DocNumber="1042")}]}
+    answers = env.call("POST", "/batch", json=batch).json()["BatchItemResponse"]
+    assert [a["Fault"]["Error"][0]["code"] for a in answers] == ["6240", "6140"]
+    counters = env.emu.counters
+    assert (counters["refused_6140"], counters["refused_6240"], counters["duplicates_refused"]) == (3, 1, 4)
+
+    # the lenient reading, switched on over the admin interface: a second DocNumber is accepted...
+    settings = env.http.post(f"{env.server.url}/_admin/settings", json={"allow_duplicate_docnumbers": True},
+                             timeout=10).json()
+    assert settings["allow_duplicate_docnumbers"] is True
+    again = env.post("purchaseorder", po_body(DocNumber="1042"))
+    assert again.status_code == 200, again.text
+    assert [p["DocNumber"] for p in env.emu.dump()["PurchaseOrder"]] == ["1042", "1042"]
+    # ...and a full update keeping it; names stay unique (documented), and their refusals are still counted
+    updated = env.post("purchaseorder", po_body(DocNumber="1042", Id=again.json()["PurchaseOrder"]["Id"],
+                                                 SyncToken="0"))
+    assert updated.status_code == 200, updated.text
+    assert fault_of(env.post("item", inventory_item(Name="Garden Supplies")))["code"] == "6240"
+    assert env.emu.counters["duplicates_refused"] == 5
+    env.emu.configure(allow_duplicate_docnumbers=False)
+    assert fault_of(env.post("purchaseorder", po_body(DocNumber="1042")))["code"] == "6140"
+
+
 def test_stale_sync_token_and_unknown_ids(env: Env) -> None:
     po = env.post("purchaseorder", po_body()).json()["PurchaseOrder"]
     assert env.post("purchaseorder", {**po, "Memo": "one"}).status_code == 200
@@ -758,7 +788,8 @@ def test_counters_count_each_kind(env: Env) -> None:
     counters = env.http.get(f"{env.server.url}/_admin/counters", timeout=10).json()
     assert counters == {"total": 8, "token": 1, "read": 1, "query": 1, "create": 2, "update": 0, "delete": 0,
                         "batch": 0, "batch_items": 0, "cdc": 0, "preferences": 1, "companyinfo": 1, "writes": 2,
-                        "throttled": 0, "replayed": 0}
+                        "throttled": 0, "replayed": 0, "refused_6140": 0, "refused_6240": 0,
+                        "duplicates_refused": 0}
     env.http.post(f"{env.server.url}/_admin/counters/reset", timeout=10)
     assert env.emu.counters["total"] == 0
 

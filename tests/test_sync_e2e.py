@@ -8,7 +8,9 @@ import signal
 from decimal import Decimal
 from typing import Any
 
-from conftest import Env, po_batches_after
+import pytest
+
+from conftest import QBO_MODES, Env, duplicates_found, po_batches_after, refusals
 
 ORDERED = {"1042", "1043", "1044"}  # the sample's ordered POs that map cleanly; 1045 lacks an account
 
@@ -161,6 +163,7 @@ def _many_pos(env: Env, count: int) -> None:
         })
 
 
+@pytest.mark.parametrize("sandbox", QBO_MODES, indirect=True)
 def test_sigkill_in_the_middle_of_the_writes_leaves_one_qbo_po_per_ion_po(env: Env) -> None:
     _many_pos(env, 90)
     env.set(IONQBO_HTTP_TIMEOUT="150")  # a held request is not timed out
@@ -180,8 +183,10 @@ def test_sigkill_in_the_middle_of_the_writes_leaves_one_qbo_po_per_ion_po(env: E
     expected = ORDERED | {str(3000 + i) for i in range(90)}
     assert set(counts) == expected
     assert all(n == 1 for n in counts.values()), [d for d, n in counts.items() if n > 1]
+    assert (duplicates_found(env.box), refusals(env.box)) == (0, 0), env.box.qbo.counters
 
 
+@pytest.mark.parametrize("sandbox", QBO_MODES, indirect=True)
 def test_a_batch_whose_answers_are_lost_is_looked_up_not_written_twice(sandbox: Any, tmp_path: Any) -> None:
     """QBO commits a batch but every answer is lost (dropped connections): no duplicate.
 
@@ -215,3 +220,4 @@ def test_a_batch_whose_answers_are_lost_is_looked_up_not_written_twice(sandbox: 
         items = [i for i in sandbox.qbo.dump()["Item"]]
         assert len(items) == len({i["Name"] for i in items}) == 4
         assert docnumbers(env) == collections.Counter(ORDERED)
+        assert (duplicates_found(sandbox), refusals(sandbox)) == (0, 0), sandbox.qbo.counters

@@ -3,11 +3,17 @@
 It shows the whole mission: several suppliers, parts with revisions, ordered POs with item lines,
 category lines, classes and fees, a ship-to address, a foreign-currency PO, and one PO whose expense
 code does not exist in QBO, so the error path is visible.
+
+The ION records are dated relative to the moment the sample is made (parts months old, purchase
+orders days to weeks old, need dates next week), never on fixed dates: a test must not depend on
+the machine's clock being later than the sample, nor a fixed date drift into a cursor's overlap.
 """
 
 from __future__ import annotations
 
 import copy
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # ---- QBO: the sample company's chart of accounts and lists ---------------------------------------
@@ -100,6 +106,17 @@ def qbo_sample(*, multicurrency: bool = True, country: str = "US") -> dict[str, 
 
 # ---- ION: the shop's purchasing ------------------------------------------------------------------
 
+
+def _ago(days: int, hours: int = 0, minutes: int = 0) -> timedelta:
+    """A time this long before the sample is made (resolved by :func:`ion_sample`)."""
+    return timedelta(days=days, hours=hours, minutes=minutes)
+
+
+def _ahead(days: int) -> timedelta:
+    """A date this many days after the sample is made."""
+    return -timedelta(days=days)
+
+
 ION_SUPPLIERS = [
     {"id": 1, "name": "Acme Corp"},
     {"id": 2, "name": "Precision Machining, LLC"},
@@ -112,19 +129,19 @@ ION_USERS = [{"id": 42, "name": "Ada Lovelace", "email": "ada@example.com"}]
 ION_PARTS = [
     {"id": 10, "partNumber": "820412-001", "revision": "B", "description": "Bracket, machined, 6061-T6",
      "trackingType": "LOT", "cost": 42.5, "unitOfMeasure": "each", "isLatestRevision": True,
-     "createdAt": "2026-09-01T15:00:00.000000+00:00"},
+     "createdAt": _ago(85, 4, 0)},
     {"id": 11, "partNumber": "820412-001", "revision": "A", "description": "Bracket, machined (superseded)",
      "trackingType": "LOT", "cost": 40.0, "unitOfMeasure": "each", "isLatestRevision": False,
-     "createdAt": "2026-06-01T15:00:00.000000+00:00"},
+     "createdAt": _ago(177, 4, 0)},
     {"id": 12, "partNumber": "NAS1352-3", "revision": "A", "description": "Socket head cap screw, #10-32",
      "trackingType": None, "cost": 0.3333, "unitOfMeasure": "each", "isLatestRevision": True,
-     "createdAt": "2026-08-15T12:00:00.000000+00:00"},
+     "createdAt": _ago(102, 7, 0)},
     {"id": 13, "partNumber": "HX-CFRP:PLATE", "revision": "C", "description": "CFRP plate 300x300 (name has a colon)",
      "trackingType": "SERIAL", "cost": 310.0, "unitOfMeasure": "each", "isLatestRevision": True,
-     "createdAt": "2026-07-20T09:30:00.000000+00:00"},
+     "createdAt": _ago(128, 9, 30)},
     {"id": 14, "partNumber": "TV-ASSY-100", "revision": "1", "description": "Thrust vector actuator assembly",
      "trackingType": "SERIAL", "cost": 1850.0, "unitOfMeasure": "each", "isLatestRevision": True,
-     "createdAt": "2026-10-02T10:00:00.000000+00:00"},
+     "createdAt": _ago(54, 9, 0)},
 ]
 
 _SHIP_TO = {"name": "Resonant Machine Works", "street1": "1200 Foundry Way", "street2": "Dock 4",
@@ -133,20 +150,20 @@ _SHIP_TO = {"name": "Resonant Machine Works", "street1": "1200 Foundry Way", "st
 ION_PURCHASE_ORDERS = [
     {   # item lines, a class, two fees, the ship-to address
         "id": 1042, "status": "ORDERED", "supplierId": 2, "currencyId": 1, "shippingAddress": _SHIP_TO,
-        "notes": "Expedite: needed for TV-ASSY build 7", "createdAt": "2026-11-02T16:04:00.000000+00:00",
+        "notes": "Expedite: needed for TV-ASSY build 7", "createdAt": _ago(23, 2, 56),
         "purchaseOrderLines": [
             {"id": 5001, "partId": 10, "quantity": 24, "unitCost": 42.5, "totalCost": 1020.0,
-             "description": "Bracket, machined, 6061-T6", "accountingClass": "Production", "needDate": "2026-12-01",
+             "description": "Bracket, machined, 6061-T6", "accountingClass": "Production", "needDate": _ahead(6),
              "status": "ORDERED"},
             {"id": 5002, "partId": 12, "quantity": 3, "unitCost": 0.3333, "totalCost": 1.0,
              "description": "SHCS #10-32 (priced per lot of 3)", "accountingClass": "Production",
-             "needDate": "2026-12-01", "status": "ORDERED"},
+             "needDate": _ahead(6), "status": "ORDERED"},
         ],
         "fees": [{"id": 7, "name": "Shipping", "value": 35.0}, {"id": 8, "name": "Expedite", "value": 150.0}],
     },
     {   # a category line (expense code) beside an item line, and a part whose number holds a colon
         "id": 1043, "status": "ORDERED", "supplierId": 1, "currencyId": 1, "shippingAddress": _SHIP_TO,
-        "createdAt": "2026-11-05T09:12:00.000000+00:00",
+        "createdAt": _ago(20, 9, 48),
         "purchaseOrderLines": [
             {"id": 5003, "partId": 13, "quantity": 2, "unitCost": 310.0, "totalCost": 620.0,
              "description": "CFRP plate 300x300", "accountingClass": "R&D", "status": "ORDERED"},
@@ -158,7 +175,7 @@ ION_PURCHASE_ORDERS = [
     },
     {   # a foreign-currency PO: EUR, from a vendor whose QBO currency is EUR
         "id": 1044, "status": "ORDERED", "supplierId": 4, "currencyId": 2, "shippingAddress": _SHIP_TO,
-        "createdAt": "2026-11-10T08:00:00.000000+00:00",
+        "createdAt": _ago(15, 11, 0),
         "purchaseOrderLines": [
             {"id": 5005, "partId": 14, "quantity": 1, "unitCost": 1850.0, "totalCost": 1850.0,
              "description": "Thrust vector actuator assembly", "accountingClass": "Engineering", "status": "ORDERED"},
@@ -167,7 +184,7 @@ ION_PURCHASE_ORDERS = [
     },
     {   # the error path: expense code 7777 has no QBO account
         "id": 1045, "status": "ORDERED", "supplierId": 3, "currencyId": 1, "shippingAddress": _SHIP_TO,
-        "createdAt": "2026-11-12T13:45:00.000000+00:00",
+        "createdAt": _ago(13, 5, 15),
         "purchaseOrderLines": [
             {"id": 5006, "partId": None, "quantity": 1, "unitCost": 95.0, "totalCost": 95.0,
              "description": "Calibration service, torque wrenches", "expenseCode": "7777", "status": "ORDERED"},
@@ -175,7 +192,7 @@ ION_PURCHASE_ORDERS = [
         "fees": [],
     },
     {   # a draft: not sent to QBO until it is Ordered
-        "id": 1046, "status": "DRAFT", "supplierId": 1, "currencyId": 1, "createdAt": "2026-11-20T10:00:00.000000+00:00",
+        "id": 1046, "status": "DRAFT", "supplierId": 1, "currencyId": 1, "createdAt": _ago(5, 9, 0),
         "purchaseOrderLines": [
             {"id": 5007, "partId": 10, "quantity": 10, "unitCost": 42.5, "totalCost": 425.0, "status": "DRAFT"},
         ],
@@ -184,15 +201,29 @@ ION_PURCHASE_ORDERS = [
 ]
 
 
-def ion_sample(*, country: str = "US") -> dict[str, Any]:
-    """The sample shop in the ION emulator's load format (outside the US: its home currency and address)."""
-    sample = copy.deepcopy({
+def _dated(value: Any, now: datetime, key: str = "") -> Any:
+    if isinstance(value, timedelta):
+        when = now - value
+        return when.date().isoformat() if key == "needDate" else when.isoformat(timespec="microseconds")
+    if isinstance(value, dict):
+        return {k: _dated(v, now, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dated(v, now, key) for v in value]
+    return copy.deepcopy(value)
+
+
+def ion_sample(now: float | None = None, *, country: str = "US") -> dict[str, Any]:
+    """The sample shop in the ION emulator's load format, dated relative to ``now`` (seconds since
+    the epoch; default: the machine's clock). Loaded records get updatedAt = createdAt. Outside the US
+    the sample shop has its home currency and address."""
+    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC).replace(second=0, microsecond=0)
+    sample: dict[str, Any] = _dated({
         "suppliers": ION_SUPPLIERS,
         "currencies": ION_CURRENCIES,
         "users": ION_USERS,
         "parts": ION_PARTS,
         "purchaseOrders": ION_PURCHASE_ORDERS,
-    })
+    }, moment)
     shop = COUNTRY_SHOPS.get(country)
     if shop is not None:
         sample["currencies"][0].update(code=shop["currency"], name=shop["currency_name"])

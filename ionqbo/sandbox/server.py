@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,11 @@ class Sandbox:
         country: the QBO company's country: US (default), AU, GB (or UK), CA. Outside the US the
             company has its country's tax codes and home currency, and the sample data is in that
             currency; ``env()`` then sets QBO_PURCHASE_TAX_CODE to the code most purchases take.
+        ion_lag: seconds the ION emulator's clock runs behind the machine's: every updatedAt it
+            stamps is that old when ionqbo reads it (the suites that move the cursor use this with
+            the cursor overlap at 0, so a cursor that moves too early loses records visibly).
+        allow_duplicate_docnumbers: the QBO emulator accepts a second PO with a DocNumber already in
+            use (the lenient reading of QBO's rule; default: refused with 6140).
     """
 
     sample: bool = True
@@ -46,6 +52,8 @@ class Sandbox:
     latency: float = 0.0
     ion_schema: Path | None = None
     country: str = "US"
+    allow_duplicate_docnumbers: bool = False
+    ion_lag: float = 0.0
     ion: IonEmulator = field(init=False)
     qbo: QboEmulator = field(init=False)
     _servers: list[Server] = field(default_factory=list, init=False)
@@ -53,12 +61,14 @@ class Sandbox:
     def __post_init__(self) -> None:
         self.country = qbo_tax.country_code(self.country)
         sdl = schema_file_text(Path(self.ion_schema)) if self.ion_schema is not None else None
-        self.ion = IonEmulator(schema_sdl=sdl)
-        self.qbo = QboEmulator(rate_limits=self.rate_limits, country=self.country)
+        lag = self.ion_lag
+        self.ion = IonEmulator(schema_sdl=sdl, clock=(lambda: time.time() - lag) if lag else time.time)
+        self.qbo = QboEmulator(rate_limits=self.rate_limits, country=self.country,
+                               allow_duplicate_docnumbers=self.allow_duplicate_docnumbers)
         if self.latency:
             self.qbo.faults.configure(latency=self.latency)
         if self.sample:
-            self.ion.load(data.ion_sample(country=self.country))
+            self.ion.load(data.ion_sample(now=self.ion.clock(), country=self.country))
             self.qbo.load(data.qbo_sample(multicurrency=self.multicurrency, country=self.country))
         elif not self.multicurrency:
             self.qbo.load({"Preferences": {"CurrencyPrefs": {"MultiCurrencyEnabled": False}}})
