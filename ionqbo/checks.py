@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from tabulate import tabulate
 
 from ionqbo import mapping
+from ionqbo.clock import CLOCK_FIX, SKEW_WARNING, describe_skew
 from ionqbo.config import Settings
 from ionqbo.errors import ApiError, AuthError, ConfigError, ExitCode, IonqboError, MappingError
 from ionqbo.ion.models import InvalidRecord, Part, PurchaseOrder
@@ -243,6 +244,7 @@ class _Audit:
         mappings = self._mappings()
         ion_ok = self._ion_connectivity()
         qbo_ok = self._qbo_connectivity()
+        self._clocks()
         if ion_ok:
             ion_ok = self._schema()
         pos: list[PurchaseOrder] = []
@@ -321,6 +323,22 @@ class _Audit:
         self.add("connectivity", "QBO", Severity.OK,
                  f'connected to "{name}" ({self.settings.qbo_environment})', code="connectivity")
         return True
+
+    def _clocks(self) -> None:
+        """This machine's clock against ION's and QBO's (their Date headers)."""
+        for side, client in (("ION", self.ion), ("QBO", self.qbo)):
+            watch = getattr(client, "skew", None)
+            seconds = getattr(watch, "seconds", None)
+            if not isinstance(seconds, float):
+                continue
+            if abs(seconds) > SKEW_WARNING:
+                self.add("connectivity", f"clock ({side})", Severity.WARNING,
+                         f"{describe_skew(side, seconds)} (its Date header: {getattr(watch, 'date', '?')}); "
+                         f"ionqbo takes change times from {side}, but retry times and backoffs use this clock",
+                         CLOCK_FIX, code="clock")
+            else:
+                self.add("connectivity", f"clock ({side})", Severity.OK,
+                         f"this machine's clock is within {max(abs(seconds), 1):.0f} s of {side}'s", code="clock")
 
     # -- ION schema --
 

@@ -183,7 +183,7 @@ class Breaker:
             msg = (f"{self.service} is {state} after {tries} {'try' if tries == 1 else 'tries'} in {seconds:.0f} s "
                    f"({what}: {reason}{where}); nothing more was sent to {self.service} in this run, what was "
                    "done is saved and the next run resumes")
-            hint = _UNAVAILABLE_HINTS.get(self.service, "wait for the service to recover; the next run resumes")
+            hint = _UNAVAILABLE_HINTS.get(self.service, "nothing to do if it passes; if it lasts, check the service")
             self.error = UnavailableError(msg, status=status, tid=tid, code=code, hint=hint)
             log.error("%s is unavailable; no further request goes to it in this run", self.service)
         return self.error
@@ -284,7 +284,12 @@ def retry_after(response: requests.Response) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    # Against the server's own Date header where there is one: this machine's clock may be off.
+    try:
+        reference = parsedate_to_datetime(response.headers.get("Date", "")).timestamp()
+    except (TypeError, ValueError, IndexError):
+        reference = time.time()
+    return max(0.0, when.timestamp() - reference)
 
 
 # ---- session --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from ionqbo import clock
 from ionqbo.errors import DiskFullError, LockedError, RecordError, StateDirError, StateError
 
 log = logging.getLogger("ionqbo.state")
@@ -55,7 +56,7 @@ _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLL
 
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.utcnow()
 
 
 def queue_key(kind: str, ion_id: str) -> str:
@@ -320,7 +321,8 @@ class State:
         """Queued records of one kind that the sync should try now.
 
         That is every entry whose ``next_retry_at`` has come, plus every parked entry: mapping gaps
-        stay parked until the mapping exists, so each sync re-checks them (mapping is pure).
+        stay parked until the mapping exists, so each sync re-checks them (mapping is pure). A
+        ``next_retry_at`` more than :data:`BACKOFF_CAP` ahead is treated as due (a clock that was wrong).
 
         Args:
             kind: ``"purchase_order"`` or ``"part"``.
@@ -332,8 +334,12 @@ class State:
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}")
         _check_aware(now, "now")
-        entries = [e for e in self.queue.values() if e.kind == kind and (e.parked or e.next_retry_at <= now)]
-        return sorted(entries, key=lambda e: (e.next_retry_at, e.ion_id))
+        # A retry time further out than the longest backoff was set by a clock that ran ahead (and
+        # was put right since): it is due now, so that a wrong clock delays nothing.
+        latest = now + BACKOFF_CAP
+        entries = [e for e in self.queue.values()
+                   if e.kind == kind and (e.parked or e.next_retry_at <= now or e.next_retry_at > latest)]
+        return sorted(entries, key=lambda e: (min(e.next_retry_at, latest), e.ion_id))
 
     def release(self, ids: Iterable[str] | None = None) -> int:
         """Make queued records due at the next sync (``ionqbo retry``): unpark, reset the backoff.

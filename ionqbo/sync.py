@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from ionqbo import mapping, shutdown
+from ionqbo import clock, mapping, shutdown
 from ionqbo.config import Settings
 from ionqbo.diff import FieldChange, diff
 from ionqbo.errors import (
@@ -112,7 +112,7 @@ Progress = Callable[[str, int], None]  # (stream, records done so far)
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.utcnow()
 
 
 @dataclass
@@ -289,7 +289,7 @@ class Syncer:
         message = " ".join(error.message.split())
         if "next run" not in message:
             message += " (nothing was lost: the next run resumes)"
-        hint = error.hint or "nothing to do if it passes; the next run resumes"
+        hint = error.hint or "nothing to do if it passes; if it lasts, check the network and the service's status"
         return f"{message}\n  fix: {hint}"
 
     def _check_deadline(self, doing: str) -> None:
@@ -811,14 +811,22 @@ class Syncer:
             raw = self._refresh_cached(cache, now)
         if raw is None:
             prefs = self.qbo.preferences()
-            raw = {"Preferences": prefs, "preferences_at": now.isoformat()}
+            # QBO's own time of that answer (not this machine's clock): the next CDC asks for what
+            # changed since then, and the reads below come after it, so nothing falls between.
+            read_at = self._qbo_time(now)
+            raw = {"Preferences": prefs, "preferences_at": read_at.isoformat(), "fetched_at": read_at.isoformat()}
             for entity in self._ref_entities(prefs):
                 raw[entity] = list(self.qbo.query_all(entity, "Active IN (true, false)"))
             raw.setdefault("CompanyCurrency", [])
-        raw.update({"version": 1, "realm_id": self.realm_id, "fetched_at": now.isoformat()})
+        raw.update({"version": 1, "realm_id": self.realm_id})
         if not self._options.dry_run:
             self._state.cache[REFS_CACHE_KEY] = raw
         return raw
+
+    def _qbo_time(self, fallback: datetime) -> datetime:
+        """QBO's time of its last answer (the ``time`` in its body), else this machine's clock."""
+        when = getattr(self.qbo, "last_time", None)
+        return when if isinstance(when, datetime) and when.tzinfo is not None else fallback
 
     @staticmethod
     def _ref_entities(prefs: dict[str, Any]) -> list[str]:
@@ -834,8 +842,11 @@ class Syncer:
             raw = {k: cache[k] for k in ("Vendor", "Account", "Class", "CompanyCurrency", "Preferences")}
         except (KeyError, TypeError, ValueError):
             return None
-        if now - fetched > CDC_MAX_AGE:
+        if fetched.tzinfo is None or prefs_at.tzinfo is None:
             return None
+        # Both times are QBO's (the time of its answers), so this machine's clock does not move the
+        # schedule: QBO's CDC answer says how old the cache is, and QBO refuses a changedSince past
+        # its 30 days (then, as on any doubt, everything is read again).
         entities = [*self._ref_entities(raw["Preferences"]), "Item"]
         try:
             changes = self.qbo.cdc(entities, fetched - CDC_SKEW)
@@ -845,6 +856,13 @@ class Syncer:
             if getattr(getattr(self.qbo, "breaker", None), "error", None) is not None:
                 raise  # QBO gave up: nothing more goes to it in this run
             log.info("change data capture failed (%s); reading the reference data again", exc)
+            return None
+        qbo_now = self._qbo_time(now)
+        if qbo_now - fetched > CDC_MAX_AGE or fetched - qbo_now > CDC_SKEW:
+            # Past the re-read schedule, or a time from a clock that ran ahead of QBO's (a cache
+            # written by an older ionqbo by this machine's clock): read everything again.
+            log.info("reference data cached at %s, QBO's time now %s: reading it again", fetched.isoformat(),
+                     qbo_now.isoformat())
             return None
         if sum(len(v) for v in changes.values()) >= CDC_MAX_OBJECTS:
             return None
@@ -866,10 +884,11 @@ class Syncer:
                 else:
                     by_id[str(obj.get("Id"))] = obj
             raw[entity] = list(by_id.values())
-        if now - prefs_at > PREFERENCES_TTL:
+        if qbo_now - prefs_at > PREFERENCES_TTL or prefs_at - qbo_now > CDC_SKEW:
             raw["Preferences"] = self.qbo.preferences()
-            prefs_at = now
+            prefs_at = self._qbo_time(qbo_now)
         raw["preferences_at"] = prefs_at.isoformat()
+        raw["fetched_at"] = qbo_now.isoformat()
         return raw
 
 

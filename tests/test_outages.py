@@ -87,6 +87,9 @@ def assert_one_error_line(run: Run, service: str, *words: str) -> str:
     fix = after[after.index(line) + 1:]
     assert fix and fix[0].startswith("  fix: "), run.stderr
     assert sum(1 for x in after if x.strip().startswith("fix:")) == 1, run.stderr
+    message = line + "\n" + fix[0]
+    for phrase in ("next run", "nothing was lost", "what was done is saved", "fix:"):
+        assert message.count(phrase) <= 1, (phrase, message)  # no repeated text
     assert "Traceback" not in run.stderr
     return line
 

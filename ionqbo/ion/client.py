@@ -43,6 +43,7 @@ from graphql import (
     parse,
 )
 
+from ionqbo.clock import SkewWatch
 from ionqbo.config import Settings
 from ionqbo.errors import (
     BadResponseError,
@@ -163,6 +164,7 @@ class IonClient:
         self._clock = clock
         self.breaker = Breaker("ION")  # once a request gives up, nothing more goes to ION in this run
         self.server_date: str | None = None  # ION's Date header, last seen
+        self.skew = SkewWatch("ION")  # how far this machine's clock is from ION's
         self._page_size = settings.page_size
         self._token: str | None = None
         self._token_expires = 0.0
@@ -235,7 +237,7 @@ class IonClient:
             reason = f"{type(exc).__name__}: {redact(str(exc))[:200]}"
             if not retry:
                 raise UnavailableError(f"{what}: ION unreachable {_NOT_RETRIED}: {reason}",
-                                       hint="the next run resumes; check the network and ION's status") from None
+                                       hint="nothing to do if it passes; if it lasts, check the network and ION's status") from None
             raise self.breaker.trip(what, reason, tries=tries.count, seconds=tries.elapsed(),
                                         unreachable=True) from None
         except requests.RequestException as exc:
@@ -244,6 +246,7 @@ class IonClient:
         date = resp.headers.get("Date")
         if date:
             self.server_date = date
+            self.skew.note(date)
         if retry and resp.status_code in RETRY_STATUSES:
             raise self.breaker.trip(what, describe(resp), tries=tries.count, seconds=tries.elapsed(),
                                     status=resp.status_code, tid=resp.headers.get("x-b3-trace-id"))
@@ -257,12 +260,13 @@ class IonClient:
         if status in RETRY_STATUSES:
             tries = f"after {self._policy.tries} tries" if retried else _NOT_RETRIED
             raise UnavailableError(f"{what} failed {tries}: {describe(resp)}", status=status, tid=tid,
-                                   hint="ION is unavailable; the next run resumes")
+                                   hint="nothing to do if it passes; if it lasts, check ION's status")
         if status == 403:
             raise IonAuthError(f"{what} forbidden: {describe(resp)}", hint=PERMISSION_HINT)
         if status >= 500:
             raise RetriableApiError(f"{what} failed: {describe(resp)}", status=status, tid=tid,
-                                    hint="an ION server error; the next run tries again")
+                                    hint="an ION server error: nothing to do if it passes; if it lasts, report it to First "
+                                         "Resonance with the trace id")
         raise FatalApiError(f"{what} failed: {describe(resp)}", status=status, tid=tid)
 
     @staticmethod

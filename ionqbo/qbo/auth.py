@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from ionqbo import clock as local_clock
 from ionqbo.config import Settings
 from ionqbo.errors import (
     ApiError,
@@ -311,7 +312,7 @@ class QboAuth:
         store: TokenStore,
         *,
         session: requests.Session | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = local_clock.epoch,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings

@@ -22,13 +22,14 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote as urlquote
 
 import requests
 
+from ionqbo.clock import SkewWatch
 from ionqbo.config import Settings
 from ionqbo.errors import ApiError, PaginationLoopError, RetriableApiError
 from ionqbo.http import RETRY_EXCEPTIONS, Attempts, Breaker, RetryPolicy, make_session, redact, retry_after
@@ -137,6 +138,8 @@ class QboClient:
         breaker = getattr(auth, "breaker", None)
         self.breaker: Breaker = breaker if isinstance(breaker, Breaker) else Breaker("QBO")
         self.server_date: str | None = None  # QBO's Date header, last seen
+        self.skew = SkewWatch("QBO")  # how far this machine's clock is from QBO's
+        self.last_time: datetime | None = None  # QBO's own time of its last answer
         self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
         self.counts: dict[str, int] = {}
         self.request_count = 0
@@ -217,6 +220,7 @@ class QboClient:
 
             decoded, fault, bad_body = self._decode(response)
             if fault is None and not bad_body:
+                self._note_time(decoded)
                 return decoded
             if fault is not None:
                 self._log_error(what, fault)
@@ -264,6 +268,21 @@ class QboClient:
         date = response.headers.get("Date")
         if date:
             self.server_date = date
+            self.skew.note(date)
+
+    def _note_time(self, decoded: dict[str, Any]) -> None:
+        """QBO's own time of the answer (the ``time`` every answer carries): CDC's next changedSince."""
+        raw = decoded.get("time")
+        when: datetime | None = None
+        if isinstance(raw, str):
+            try:
+                when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                when = None
+        elif isinstance(raw, int | float | Decimal) and not isinstance(raw, bool):
+            when = datetime.fromtimestamp(float(raw) / 1000, tz=UTC)  # the gateway's epoch milliseconds
+        if when is not None and when.tzinfo is not None:
+            self.last_time = when
 
     @staticmethod
     def _decode(response: requests.Response) -> tuple[dict[str, Any], QboFault | None, bool]:
