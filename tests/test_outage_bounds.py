@@ -236,3 +236,45 @@ def test_no_wait_starts_that_would_end_past_the_deadline() -> None:
 ])
 def test_redaction_keeps_ordinary_words(text: str, kept: bool) -> None:
     assert (redact(text) == text) is kept
+
+
+def test_a_gateway_page_is_cut_to_a_short_excerpt() -> None:
+    from ionqbo.http import describe
+
+    page = ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{color:red}</style></head>"
+            "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center>" + "x" * 5000 + "</body></html>")
+    response = _response(requests.Request("GET", "https://qbo.test/v3/x").prepare(), 502, page, "text/html")
+    text = describe(response)
+    assert "HTML page: 502 Bad Gateway" in text
+    assert "<" not in text.split(":", 1)[1]
+    assert len(text) < 200
+
+
+def test_the_run_deadline_cuts_a_request_timeout(tmp_path: Path) -> None:
+    from ionqbo.errors import DeadlineReachedError
+    from ionqbo.http import make_session
+
+    clock = Clock()
+    start_run_deadline(30, clock=clock)
+    try:
+        session = make_session(timeout=60, name="qbo", bounded=True)
+        seen: dict[str, Any] = {}
+
+        def send(self: Any, request: Any, **kwargs: Any) -> Any:
+            seen.update(kwargs)
+            raise requests.ConnectionError("stop here")
+
+        original = requests.Session.send
+        requests.Session.send = send  # type: ignore[method-assign]
+        try:
+            clock.sleep(25)
+            with pytest.raises(requests.ConnectionError):
+                session.get("https://qbo.test/x")
+            assert seen["timeout"] == (5.0, 5.0)  # connect and read held to the 5 s left
+            clock.sleep(10)
+            with pytest.raises(DeadlineReachedError, match="deadline"):
+                session.get("https://qbo.test/x")
+        finally:
+            requests.Session.send = original  # type: ignore[method-assign]
+    finally:
+        start_run_deadline(None)
