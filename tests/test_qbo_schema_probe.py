@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import pytest
 
 from ionqbo.sandbox.httpd import Request
-from ionqbo.sandbox.qbo import FIELDS, MODEL, RESOURCES, QboEmulator
+from ionqbo.sandbox.qbo import FIELDS, MODEL, RESOURCES, TAX_ENTITIES, QboEmulator
 from ionqbo.sandbox.qbo_schema import SchemaViolation
 
 REALM = "9341455130"
@@ -211,7 +211,9 @@ def harness() -> Harness:
     return Harness()
 
 
-SERVED = sorted(RESOURCES.values())
+# Entities the emulator writes through its entity endpoints; TaxCode and TaxRate are read and query only
+# (QBO makes them through the TaxService), so they are probed against the model below instead.
+SERVED = sorted(set(RESOURCES.values()) - TAX_ENTITIES)
 
 
 def test_the_model_names_its_source_and_covers_every_served_entity() -> None:
